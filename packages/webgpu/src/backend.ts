@@ -1,0 +1,379 @@
+import {
+  type Backend,
+  type DType,
+  type StorageArray,
+  DeviceError,
+  DeviceLostError,
+  DTypeError,
+  InputError,
+  POISON,
+  type Tensor,
+  allocStorage,
+  bytesPerElement,
+  debug,
+  storageFromBytes,
+  trackBackend,
+  untrackBackend,
+} from '@phalanx/core';
+import { type AdapterDescription, type DeviceRequest, openDevice } from './device.js';
+import { BufferPool, type PooledBuffer, sizeClass } from './pool.js';
+import { Profiler, type ProfileMode, type ProfileReport } from './profiler.js';
+import { type Program, gpuByteSize, uniformLayout, wgslStorageType } from './wgsl.js';
+
+export interface WebGPUBackendOptions extends DeviceRequest {
+  /** Compute passes recorded before a submit. Short submits keep some drivers (dawn.node on NVIDIA) stable. Default 16. */
+  maxPassesPerSubmit?: number;
+  /** Free buffer bytes the pool keeps for reuse. Default 256 MiB. */
+  poolBytes?: number;
+  /** Backend priority for 'auto' selection and fallbacks. Default 10 (CPU is 0). */
+  priority?: number;
+}
+
+/** A tensor's storage on the GPU: a pooled buffer, of which the first `bytes` are the tensor's. */
+export interface GPUStorage {
+  readonly buf: PooledBuffer;
+  readonly bytes: number;
+}
+
+const UNIFORM_CACHE_SIZE = 1024;
+const BIND_GROUP_CACHE_SIZE = 4096;
+
+/**
+ * The WebGPU backend: a device, a buffer pool, pipeline / bind-group / uniform caches, batched command
+ * submission, typed errors for validation failures, out-of-memory and device loss, and a profiler.
+ * Kernels call `run(program, inputs, outputs, uniforms, workgroups)`.
+ */
+export class WebGPUBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly priority: number;
+  readonly device: GPUDevice;
+  readonly info: AdapterDescription;
+  readonly limits: Readonly<Record<string, number>>;
+  readonly features: ReadonlySet<string>;
+
+  private readonly pool: BufferPool;
+  private readonly stagingPool: BufferPool;
+  private readonly maxPassesPerSubmit: number;
+  private encoder: GPUCommandEncoder | undefined;
+  private passes = 0;
+  /** Buffers released while recorded commands may still use them: reusable after the next submit. */
+  private releasedBeforeSubmit: PooledBuffer[] = [];
+  /** Evicted uniform buffers: destroyed once the commands that bind them are submitted (WebGPU defers the rest). */
+  private destroyAfterSubmit: GPUBuffer[] = [];
+  /** Ids of buffers outside the pool (uniforms, exact-size tensors), negative so they never clash with pooled ids. */
+  private unpooledIds = 0;
+  private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  private readonly pipelineIds = new WeakMap<GPUComputePipeline, number>();
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly uniformBuffers = new Map<string, PooledBuffer>();
+  private readonly asyncErrors: string[] = [];
+  private readonly pendingScopes: Promise<void>[] = [];
+  private lost: string | undefined;
+  private destroyedByUs = false;
+  private profiler: Profiler | undefined;
+  disposed = false;
+
+  /** Use `createWebGPUBackend()`. */
+  constructor(device: GPUDevice, info: AdapterDescription, options: WebGPUBackendOptions = {}) {
+    this.device = device;
+    this.info = info;
+    this.limits = info.limits;
+    this.features = new Set(info.features);
+    this.priority = options.priority ?? 10;
+    this.maxPassesPerSubmit = options.maxPassesPerSubmit ?? 16;
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    this.pool = new BufferPool((size) => this.createBuffer(size, usage, 'tensor'), options.poolBytes ?? 256 * 2 ** 20);
+    this.stagingPool = new BufferPool((size) => this.createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'readback'), 64 * 2 ** 20);
+    device.lost.then((info) => {
+      if (!this.destroyedByUs) this.lost = `${info.reason}: ${info.message}`;
+    });
+    device.addEventListener('uncapturederror', (ev) => {
+      this.asyncErrors.push((ev as GPUUncapturedErrorEvent).error.message);
+    });
+  }
+
+  // ---- Backend contract ----
+
+  allocate(dtype: DType, size: number): GPUStorage {
+    const bytes = gpuByteSize(dtype, size);
+    const s = this.acquire(bytes, `${size} x ${dtype}`);
+    if (debug.poison) this.device.queue.writeBuffer(s.buf.buffer, 0, poisonPattern(dtype, bytes));
+    return s;
+  }
+
+  upload(data: StorageArray, dtype: DType): GPUStorage {
+    const bytes = gpuByteSize(dtype, data.length);
+    const s = this.acquire(bytes, `${data.length} x ${dtype}`);
+    let src = new Uint8Array(data.buffer, data.byteOffset, data.length * bytesPerElement(dtype));
+    if (src.byteLength !== bytes) {
+      const padded = new Uint8Array(bytes);
+      padded.set(src);
+      src = padded;
+    }
+    if (bytes > 0) this.device.queue.writeBuffer(s.buf.buffer, 0, src);
+    return s;
+  }
+
+  async read(storage: unknown, dtype: DType, size: number): Promise<StorageArray> {
+    this.check();
+    const { buf, bytes } = storage as GPUStorage;
+    if (bytes === 0) return allocStorage(dtype, 0);
+    const staging = this.stagingPool.acquire(bytes);
+    this.commandEncoder().copyBufferToBuffer(buf.buffer, 0, staging.buffer, 0, bytes);
+    this.flush();
+    try {
+      await staging.buffer.mapAsync(GPUMapMode.READ, 0, bytes);
+    } catch (cause) {
+      this.check();
+      throw new DeviceError(`reading ${size} x ${dtype} back from the GPU failed: ${(cause as Error).message}`, { cause });
+    }
+    const copy = new Uint8Array(staging.buffer.getMappedRange(0, bytes).slice(0));
+    staging.buffer.unmap();
+    this.stagingPool.giveBack(staging);
+    await this.throwAsyncErrors();
+    return storageFromBytes(dtype, copy, size);
+  }
+
+  release(storage: unknown): void {
+    const { buf } = storage as GPUStorage;
+    if (this.encoder) this.releasedBeforeSubmit.push(buf);
+    else this.pool.giveBack(buf);
+  }
+
+  async sync(): Promise<void> {
+    this.check();
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.throwAsyncErrors();
+    this.check();
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.destroyedByUs = true;
+    untrackBackend(this);
+    this.pool.clear();
+    this.stagingPool.clear();
+    this.bindGroups.clear();
+    this.uniformBuffers.clear();
+    this.pipelines.clear();
+    this.device.destroy();
+  }
+
+  // ---- for kernels ----
+
+  /** The GPU buffer of a tensor on this backend. */
+  buffer(t: Tensor): GPUBuffer {
+    return this.storageOf(t, 'tensor').buf.buffer;
+  }
+
+  /**
+   * Records one dispatch of `program`. Inputs and outputs bind in the order the program declares them,
+   * the uniforms last. Returns once the pipeline exists (compiled on first use, then cached).
+   */
+  async run(program: Program, inputs: Tensor[], outputs: Tensor[], uniforms: Record<string, number | readonly number[]>, workgroups: [number, number, number]): Promise<void> {
+    this.check();
+    const tensors = [...inputs, ...outputs];
+    const declared = [...program.inputs, ...program.outputs];
+    if (tensors.length !== declared.length) throw new InputError(`kernel '${program.name}': ${tensors.length} tensors for ${declared.length} bindings`);
+    const entries: PooledBuffer[] = tensors.map((t, i) => {
+      const [name, dtype] = declared[i]!;
+      if (wgslStorageType(t.dtype) !== wgslStorageType(dtype) || gpuByteSize(t.dtype, 2) !== gpuByteSize(dtype, 2)) {
+        throw new DTypeError(`kernel '${program.name}': binding '${name}' expects ${dtype}, got ${t.dtype} (${t.name ?? 'tensor'})`);
+      }
+      return this.storageOf(t, `kernel '${program.name}' binding '${name}'`).buf;
+    });
+    if (program.uniforms.length > 0) entries.push(this.uniformBuffer(program, uniforms));
+    const pipeline = await this.pipeline(program);
+    if (workgroups.some((n) => n > this.limits.maxComputeWorkgroupsPerDimension!)) {
+      throw new InputError(`kernel '${program.name}': ${workgroups.join('x')} workgroups exceed ${this.limits.maxComputeWorkgroupsPerDimension} per dimension`);
+    }
+    if (workgroups.some((n) => n === 0)) return;
+    const bindGroup = this.bindGroup(pipeline, entries);
+    const profiler = this.profiler;
+    const pass = this.commandEncoder().beginComputePass(profiler?.passDescriptor(program.name));
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(...workgroups);
+    pass.end();
+    if (++this.passes >= this.maxPassesPerSubmit) this.flush();
+    if (profiler) await profiler.afterPass(program.name);
+  }
+
+  /** Records a buffer-to-buffer copy of `bytes` (a multiple of 4). */
+  copyBuffer(src: Tensor, dst: Tensor, bytes: number): void {
+    this.check();
+    if (bytes > 0) this.commandEncoder().copyBufferToBuffer(this.buffer(src), 0, this.buffer(dst), 0, bytes);
+  }
+
+  /** Submits the recorded commands. */
+  flush(): void {
+    if (!this.encoder) return;
+    this.profiler?.beforeSubmit(this.encoder);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = undefined;
+    this.passes = 0;
+    for (const b of this.releasedBeforeSubmit.splice(0)) this.pool.giveBack(b);
+    for (const b of this.destroyAfterSubmit.splice(0)) b.destroy();
+    this.profiler?.afterSubmit();
+  }
+
+  /**
+   * Records per-kernel GPU time until `stop()`: timestamp queries when the adapter has them, otherwise
+   * wall-clock time with each dispatch submitted and awaited alone (slower, and it includes submit overhead).
+   */
+  profile(mode: ProfileMode = 'auto'): { stop(): Promise<ProfileReport> } {
+    if (this.profiler) throw new InputError('a profile is already running on this backend');
+    this.flush();
+    const useTimestamps = mode === 'timestamp' || (mode === 'auto' && this.features.has('timestamp-query'));
+    if (useTimestamps && !this.features.has('timestamp-query')) throw new DeviceError(`profile('timestamp'): adapter ${this.info.description || this.info.vendor} has no timestamp-query`);
+    const profiler = new Profiler(this.device, useTimestamps ? 'timestamp' : 'wall', () => this.flush());
+    this.profiler = profiler;
+    return {
+      stop: async () => {
+        this.flush();
+        this.profiler = undefined;
+        return profiler.report();
+      },
+    };
+  }
+
+  /** Buffer bytes in use and held free, and cache sizes: for leak checks and the bench report. */
+  stats(): { poolBytes: number; freeBytes: number; pipelines: number; bindGroups: number; uniforms: number } {
+    return { poolBytes: this.pool.totalBytes, freeBytes: this.pool.freeBytes, pipelines: this.pipelines.size, bindGroups: this.bindGroups.size, uniforms: this.uniformBuffers.size };
+  }
+
+  // ---- internals ----
+
+  private storageOf(t: Tensor, what: string): GPUStorage {
+    if (t.backend !== this) throw new InputError(`${what}: ${t.name ?? 'tensor'} lives on '${t.backend.name}', not on this WebGPU backend`);
+    return t.storage as GPUStorage;
+  }
+
+  private check(): void {
+    if (this.lost !== undefined) throw new DeviceLostError(`WebGPU device lost (${this.lost}); create a new backend and reload the model`);
+    if (this.disposed) throw new DeviceError('this WebGPU backend was disposed');
+  }
+
+  private async throwAsyncErrors(): Promise<void> {
+    await Promise.all(this.pendingScopes.splice(0));
+    if (this.asyncErrors.length > 0) {
+      const errors = this.asyncErrors.splice(0);
+      throw new DeviceError(`WebGPU reported ${errors.length} error(s): ${errors.join(' | ')}`);
+    }
+  }
+
+  private acquire(bytes: number, what: string): GPUStorage {
+    this.check();
+    const max = Math.min(this.limits.maxStorageBufferBindingSize!, this.limits.maxBufferSize!);
+    if (bytes > max) {
+      throw new DeviceError(`${what} needs ${bytes} bytes, more than this adapter's largest storage binding (${max} bytes); split the tensor or use the CPU backend`);
+    }
+    // The pool rounds up to a size class; near the limit, take the exact size instead.
+    const buf = sizeClass(bytes) > max ? this.exactBuffer(bytes) : this.pool.acquire(bytes);
+    return { buf, bytes };
+  }
+
+  private exactBuffer(bytes: number): PooledBuffer {
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    return { buffer: this.createBuffer(bytes, usage, 'tensor'), id: -++this.unpooledIds, capacity: bytes };
+  }
+
+  private createBuffer(size: number, usage: number, label: string): GPUBuffer {
+    this.device.pushErrorScope('out-of-memory');
+    const buffer = this.device.createBuffer({ size, usage, label });
+    this.pendingScopes.push(
+      this.device.popErrorScope().then((e) => {
+        if (e) this.asyncErrors.push(`out of GPU memory allocating ${size} bytes (${label}): ${e.message}`);
+      }),
+    );
+    return buffer;
+  }
+
+  private commandEncoder(): GPUCommandEncoder {
+    this.encoder ??= this.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  private pipeline(program: Program): Promise<GPUComputePipeline> {
+    let p = this.pipelines.get(program.code);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: program.code, label: program.name });
+      p = this.device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: program.name }).then(
+        (pipeline) => {
+          this.pipelineIds.set(pipeline, this.pipelineIds.size + this.pipelines.size + 1);
+          return pipeline;
+        },
+        async (cause) => {
+          this.pipelines.delete(program.code);
+          const info = await module.getCompilationInfo();
+          const messages = info.messages.map((m) => `${m.type} at line ${m.lineNum}:${m.linePos}: ${m.message}`).join('; ');
+          throw new DeviceError(`kernel '${program.name}' failed to compile: ${messages || (cause as Error).message}`, { cause });
+        },
+      );
+      this.pipelines.set(program.code, p);
+    }
+    return p;
+  }
+
+  private bindGroup(pipeline: GPUComputePipeline, entries: PooledBuffer[]): GPUBindGroup {
+    const key = `${this.pipelineIds.get(pipeline)}:${entries.map((e) => e.id).join(',')}`;
+    let group = this.bindGroups.get(key);
+    if (group) {
+      this.bindGroups.delete(key); // re-insert: most recently used last
+    } else {
+      group = this.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: entries.map((e, binding) => ({ binding, resource: { buffer: e.buffer } })),
+      });
+      if (this.bindGroups.size >= BIND_GROUP_CACHE_SIZE) this.bindGroups.delete(this.bindGroups.keys().next().value!);
+    }
+    this.bindGroups.set(key, group);
+    return group;
+  }
+
+  /** Uniform buffers are immutable and cached by content, so repeated dispatches (decode loops) reuse them and their bind groups. */
+  private uniformBuffer(program: Program, values: Record<string, number | readonly number[]>): PooledBuffer {
+    const layout = uniformLayout(program.uniforms);
+    const data = new ArrayBuffer(layout.size);
+    const views = { u32: new Uint32Array(data), i32: new Int32Array(data), f32: new Float32Array(data) };
+    for (const f of layout.fields) {
+      const v = values[f.name];
+      if (v === undefined) throw new InputError(`kernel '${program.name}': uniform '${f.name}' not given`);
+      const list = typeof v === 'number' ? [v] : v;
+      if (list.length > f.count) throw new InputError(`kernel '${program.name}': uniform '${f.name}' has ${list.length} values, room for ${f.count}`);
+      views[f.kind].set(list, f.offset / 4);
+    }
+    const key = `${layout.size}:${Array.from(views.u32).join(',')}`;
+    let buf = this.uniformBuffers.get(key);
+    if (buf) {
+      this.uniformBuffers.delete(key);
+    } else {
+      const buffer = this.createBuffer(layout.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniforms');
+      this.device.queue.writeBuffer(buffer, 0, data);
+      buf = { buffer, id: -++this.unpooledIds, capacity: layout.size };
+      if (this.uniformBuffers.size >= UNIFORM_CACHE_SIZE) {
+        const [oldKey, old] = this.uniformBuffers.entries().next().value!;
+        this.uniformBuffers.delete(oldKey);
+        this.destroyAfterSubmit.push(old.buffer); // recorded commands may still bind it
+      }
+    }
+    this.uniformBuffers.set(key, buf);
+    return buf;
+  }
+}
+
+function poisonPattern(dtype: DType, bytes: number): Uint8Array {
+  const one = allocStorage(dtype, 4 / bytesPerElement(dtype)).fill(POISON[dtype]);
+  const word = new Uint32Array(one.buffer)[0]!;
+  return new Uint8Array(new Uint32Array(bytes / 4).fill(word).buffer);
+}
+
+/** Opens a device and returns a ready backend; registered with core so declined ops can fall back to and from it. */
+export async function createWebGPUBackend(options: WebGPUBackendOptions = {}): Promise<WebGPUBackend> {
+  const { device, info } = await openDevice(options);
+  const backend = new WebGPUBackend(device, info, options);
+  trackBackend(backend);
+  return backend;
+}

@@ -1,0 +1,129 @@
+import type { Backend } from '@phalanx/core';
+
+export type ProfileMode = 'auto' | 'timestamp' | 'wall';
+
+export interface KernelTime {
+  name: string;
+  count: number;
+  totalMs: number;
+  meanMs: number;
+}
+
+export interface ProfileReport {
+  /** 'timestamp': GPU timestamps around each pass. 'wall': each dispatch submitted and awaited alone. */
+  mode: 'timestamp' | 'wall';
+  /** Per kernel name, largest total first. */
+  kernels: KernelTime[];
+  totalMs: number;
+}
+
+const QUERY_PAIRS = 256;
+
+/** Collects per-pass times for `WebGPUBackend.profile()`. */
+export class Profiler {
+  private readonly samples: { name: string; ms: number }[] = [];
+  private readonly pending: Promise<void>[] = [];
+  private querySet: GPUQuerySet | undefined;
+  private slotNames: string[] = [];
+  private resolved: { read: GPUBuffer; names: string[] } | undefined;
+  private wallStart = 0;
+
+  constructor(
+    private readonly device: GPUDevice,
+    readonly mode: 'timestamp' | 'wall',
+    private readonly flush: () => void,
+  ) {
+    if (mode === 'timestamp') this.querySet = device.createQuerySet({ type: 'timestamp', count: 2 * QUERY_PAIRS });
+  }
+
+  passDescriptor(name: string): GPUComputePassDescriptor | undefined {
+    if (this.mode === 'wall') {
+      this.wallStart = performance.now();
+      return undefined;
+    }
+    if (this.slotNames.length === QUERY_PAIRS) this.flush();
+    const k = this.slotNames.length;
+    this.slotNames.push(name);
+    return { timestampWrites: { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * k, endOfPassWriteIndex: 2 * k + 1 } };
+  }
+
+  async afterPass(name: string): Promise<void> {
+    if (this.mode !== 'wall') return;
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.samples.push({ name, ms: performance.now() - this.wallStart });
+  }
+
+  beforeSubmit(encoder: GPUCommandEncoder): void {
+    const n = this.slotNames.length;
+    if (this.mode !== 'timestamp' || n === 0) return;
+    const bytes = 16 * n;
+    const resolve = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.resolveQuerySet(this.querySet!, 0, 2 * n, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, read, 0, bytes);
+    this.resolved = { read, names: this.slotNames };
+    this.slotNames = [];
+    this.pending.push(this.device.queue.onSubmittedWorkDone().then(() => resolve.destroy()));
+  }
+
+  afterSubmit(): void {
+    const r = this.resolved;
+    if (!r) return;
+    this.resolved = undefined;
+    this.pending.push(
+      r.read.mapAsync(GPUMapMode.READ).then(() => {
+        const t = new BigInt64Array(r.read.getMappedRange());
+        r.names.forEach((name, k) => this.samples.push({ name, ms: Number(t[2 * k + 1]! - t[2 * k]!) / 1e6 }));
+        r.read.unmap();
+        r.read.destroy();
+      }),
+    );
+  }
+
+  async report(): Promise<ProfileReport> {
+    await Promise.all(this.pending);
+    this.querySet?.destroy();
+    const byName = new Map<string, KernelTime>();
+    for (const { name, ms } of this.samples) {
+      const k = byName.get(name) ?? { name, count: 0, totalMs: 0, meanMs: 0 };
+      k.count++;
+      k.totalMs += ms;
+      k.meanMs = k.totalMs / k.count;
+      byName.set(name, k);
+    }
+    const kernels = [...byName.values()].sort((a, b) => b.totalMs - a.totalMs);
+    return { mode: this.mode, kernels, totalMs: kernels.reduce((s, k) => s + k.totalMs, 0) };
+  }
+}
+
+export interface Timing {
+  /** The first call: includes pipeline compilation and first-use allocation. */
+  firstMs: number;
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+  samples: number[];
+}
+
+/**
+ * Wall-clock timing of `fn` on `backend`: one first call (reported separately), `warmup` unreported calls,
+ * then `repeats` timed calls, each ended by `backend.sync()` so queued GPU work is counted.
+ */
+export async function measure(backend: Backend, fn: () => unknown, options: { warmup?: number; repeats?: number } = {}): Promise<Timing> {
+  const { warmup = 2, repeats = 10 } = options;
+  const time = async () => {
+    const t0 = performance.now();
+    await fn();
+    await backend.sync();
+    return performance.now() - t0;
+  };
+  const firstMs = await time();
+  for (let i = 0; i < warmup; i++) await time();
+  const samples: number[] = [];
+  for (let i = 0; i < repeats; i++) samples.push(await time());
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const medianMs = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { firstMs, medianMs, minMs: sorted[0]!, maxMs: sorted[sorted.length - 1]!, samples };
+}
