@@ -59,6 +59,11 @@ export function registerBackend(factory: BackendFactory): void {
   registry.factories.set(factory.name, factory);
 }
 
+export function unregisterBackend(name: string): void {
+  registry.factories.delete(name);
+  registry.instances.delete(name);
+}
+
 /** Records a backend created outside `getBackend` (e.g. `createWebGPUBackend()`), so declined ops can fall back to it and from it. */
 export function trackBackend(backend: Backend): void {
   registry.live.add(backend);

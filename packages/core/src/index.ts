@@ -8,7 +8,7 @@
  * const b = await add(a, a);
  * console.log(await b.data()); // Float32Array [2, 4, 6]
  */
-export { type Backend, type BackendFactory, debug, getBackend, liveBackends, registerBackend, registeredBackends, trackBackend, untrackBackend } from './backend.js';
+export { type Backend, type BackendFactory, debug, getBackend, liveBackends, registerBackend, registeredBackends, trackBackend, unregisterBackend, untrackBackend } from './backend.js';
 export { cpu, POISON } from './cpu/backend.js';
 export { cpuStorage, cpuValues } from './cpu/kernels.js';
 export {

@@ -31,12 +31,12 @@ async function one(op: string, inputs: Tensor[], attrs: unknown, backend?: Backe
 }
 
 /** a + b with NumPy broadcasting. */
-export function add(a: Tensor, b: Tensor): Promise<Tensor> {
+export async function add(a: Tensor, b: Tensor): Promise<Tensor> {
   return one('add', [a, b], binaryAttrs('add', a, b));
 }
 
 /** a * b with NumPy broadcasting. */
-export function mul(a: Tensor, b: Tensor): Promise<Tensor> {
+export async function mul(a: Tensor, b: Tensor): Promise<Tensor> {
   return one('mul', [a, b], binaryAttrs('mul', a, b));
 }
 
@@ -46,12 +46,12 @@ export interface ScaleAttrs {
 }
 
 /** x * scale + bias, in f32. */
-export function scale(x: Tensor, scale: number, bias = 0): Promise<Tensor> {
+export async function scale(x: Tensor, scale: number, bias = 0): Promise<Tensor> {
   return one('scale', [x], { scale, bias } satisfies ScaleAttrs);
 }
 
 /** A new tensor with the same dtype, shape and values. */
-export function copy(x: Tensor): Promise<Tensor> {
+export async function copy(x: Tensor): Promise<Tensor> {
   return one('copy', [x], {});
 }
 
@@ -63,7 +63,7 @@ export interface CastAttrs {
 export const CAST_TARGETS: readonly DType[] = ['f32', 'f16', 'bf16', 'i32', 'u32'];
 
 /** Converts to `dtype` (f16/bf16 are rounded to nearest even; float -> integer truncates toward zero). */
-export function cast(x: Tensor, dtype: DType): Promise<Tensor> {
+export async function cast(x: Tensor, dtype: DType): Promise<Tensor> {
   assertDType(dtype, `cast ${x.name ?? 'tensor'}`);
   if (!CAST_TARGETS.includes(dtype)) throw new DTypeError(`cast ${x.name ?? 'tensor'} to ${dtype}: unsupported target (use one of ${CAST_TARGETS.join(', ')})`);
   if (dtype === x.dtype) return copy(x);
@@ -79,7 +79,7 @@ export interface SumAttrs {
 }
 
 /** Sum over one axis (or all elements when `axis` is omitted), in f32 (the CPU accumulates in float64). */
-export function sum(x: Tensor, options: { axis?: number; keepDims?: boolean } = {}): Promise<Tensor> {
+export async function sum(x: Tensor, options: { axis?: number; keepDims?: boolean } = {}): Promise<Tensor> {
   const { keepDims = false } = options;
   let attrs: SumAttrs;
   if (options.axis === undefined) {

@@ -64,6 +64,7 @@ export class WebGPUBackend implements Backend {
   private unpooledIds = 0;
   private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
   private readonly pipelineIds = new WeakMap<GPUComputePipeline, number>();
+  private pipelineCount = 0;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
   private readonly uniformBuffers = new Map<string, PooledBuffer>();
   private readonly asyncErrors: string[] = [];
@@ -299,14 +300,19 @@ export class WebGPUBackend implements Backend {
   private pipeline(program: Program): Promise<GPUComputePipeline> {
     let p = this.pipelines.get(program.code);
     if (!p) {
+      // Captured here, so a broken kernel is one typed error instead of an uncaptured one as well.
+      this.device.pushErrorScope('validation');
       const module = this.device.createShaderModule({ code: program.code, label: program.name });
+      const scope = this.device.popErrorScope();
+      const id = ++this.pipelineCount;
       p = this.device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: program.name }).then(
         (pipeline) => {
-          this.pipelineIds.set(pipeline, this.pipelineIds.size + this.pipelines.size + 1);
+          this.pipelineIds.set(pipeline, id);
           return pipeline;
         },
         async (cause) => {
           this.pipelines.delete(program.code);
+          await scope;
           const info = await module.getCompilationInfo();
           const messages = info.messages.map((m) => `${m.type} at line ${m.lineNum}:${m.linePos}: ${m.message}`).join('; ');
           throw new DeviceError(`kernel '${program.name}' failed to compile: ${messages || (cause as Error).message}`, { cause });

@@ -47,7 +47,7 @@ function binary(op: 'add' | 'mul') {
   return async ([a, b]: Tensor[], attrs: BinaryAttrs, backend: WebGPUBackend) => {
     const out = empty(attrs.outShape, { dtype: attrs.outDType, backend });
     const rank = attrs.aStrides ? attrs.outShape.length : 0;
-    const uniforms = rank === 0 ? { n: out.size } : { n: out.size, shape: attrs.outShape, aStrides: attrs.aStrides!, bStrides: attrs.bStrides! };
+    const uniforms: Record<string, number | number[]> = rank === 0 ? { n: out.size } : { n: out.size, shape: attrs.outShape, aStrides: attrs.aStrides!, bStrides: attrs.bStrides! };
     await backend.run(binaryProgram(op, a!.dtype, b!.dtype, attrs.outDType, rank), [a!, b!], [out], uniforms, grid1d(out.size, WG));
     return out;
   };
