@@ -1,6 +1,8 @@
 /**
- * @phalanx/ops: Shared layers on every backend: linear/matmul, norms, softmax, embedding, activations, RoPE, softcap, cross-entropy, sampling.
- *
- * Not implemented yet: its own issue fills this package.
+ * @phalanx/ops: the shared layers every model preset needs, on the CPU (float64 accumulation) and WebGPU.
+ * Importing it registers its kernels on both backends.
  */
-export {};
+export * from './linear.js';
+export * from './layers.js';
+export * from './rope.js';
+export * from './sampling.js';
