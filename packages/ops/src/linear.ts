@@ -1,1 +1,74 @@
-export {};
+import { DTypeError, ShapeError, type Tensor, formatShape, runKernel } from '@phalanx/core';
+import { registerLinearCpu } from './cpu/linear.js';
+import { registerLinearWebGPU } from './webgpu/linear.js';
+
+/**
+ * One batched matrix product: out[b] = a[b] @ op(w[b]) (+ bias), with op(w) = w^T when `transB` (the Hugging
+ * Face [out, in] weight layout of `linear`). a is read as [batch, M, K]; w as [K, N], or [N, K] when
+ * transposed, shared by every batch when `bShared`.
+ */
+export interface MatmulAttrs {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  transB: boolean;
+  bShared: boolean;
+  hasBias: boolean;
+  outShape: number[];
+}
+
+const WEIGHT_DTYPES = ['f32', 'f16', 'bf16'];
+
+function checkFloat(t: Tensor, what: string, allowed: string[]) {
+  if (!allowed.includes(t.dtype)) throw new DTypeError(`${what} (${t.name ?? 'tensor'}) is ${t.dtype}; expected ${allowed.join(' or ')}`);
+}
+
+/**
+ * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
+ * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
+ * GEMV kernel that streams W once; more rows take a tiled matrix-product kernel.
+ */
+export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Promise<Tensor> {
+  const name = weight.name ?? 'weight';
+  checkFloat(x, 'linear input', WEIGHT_DTYPES);
+  checkFloat(weight, `linear weight ${name}`, WEIGHT_DTYPES);
+  if (weight.rank !== 2) throw new ShapeError(`linear: weight ${name} must be [out, in], got ${formatShape(weight.shape)}`);
+  const [N, K] = weight.shape as [number, number];
+  if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
+    throw new ShapeError(`linear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(weight.shape)})`);
+  }
+  if (bias) {
+    checkFloat(bias, `linear bias ${bias.name ?? 'bias'}`, WEIGHT_DTYPES);
+    if (bias.rank !== 1 || bias.shape[0] !== N) throw new ShapeError(`linear: bias ${bias.name ?? 'bias'} ${formatShape(bias.shape)} must be [${N}] to match weight ${name}`);
+  }
+  const M = x.size / K;
+  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, outShape: [...x.shape.slice(0, -1), N] };
+  return (await runKernel('matmul', bias ? [x, weight, bias] : [x, weight], attrs))[0]!;
+}
+
+/**
+ * Batched matrix product a @ b (or a @ b^T with `transposeB`). a: [..., M, K]; b: [..., K, N] with the same
+ * leading dims as a, or a plain 2-D [K, N] shared by all of them. Inputs f32, f16 or bf16; output f32.
+ */
+export async function matmul(a: Tensor, b: Tensor, options: { transposeB?: boolean } = {}): Promise<Tensor> {
+  const transB = options.transposeB ?? false;
+  checkFloat(a, 'matmul a', WEIGHT_DTYPES);
+  checkFloat(b, 'matmul b', WEIGHT_DTYPES);
+  if (a.rank < 2 || b.rank < 2) throw new ShapeError(`matmul: a ${formatShape(a.shape)} and b ${formatShape(b.shape)} need at least 2 dims`);
+  const [M, K] = a.shape.slice(-2) as [number, number];
+  const [bRows, bCols] = b.shape.slice(-2) as [number, number];
+  const [bK, N] = transB ? [bCols, bRows] : [bRows, bCols];
+  if (bK !== K) throw new ShapeError(`matmul: a ${formatShape(a.shape)} and b ${formatShape(b.shape)}${transB ? ' (transposed)' : ''} disagree on K (${K} vs ${bK})`);
+  const lead = a.shape.slice(0, -2);
+  const bShared = b.rank === 2;
+  if (!bShared && (b.rank !== a.rank || b.shape.slice(0, -2).some((d, i) => d !== lead[i]))) {
+    throw new ShapeError(`matmul: b ${formatShape(b.shape)} must have a's leading dims ${formatShape(lead)} or be 2-D`);
+  }
+  const batch = lead.reduce((p, d) => p * d, 1);
+  const attrs: MatmulAttrs = { batch, M, N, K, transB, bShared, hasBias: false, outShape: [...lead, M, N] };
+  return (await runKernel('matmul', [a, b], attrs))[0]!;
+}
+
+registerLinearCpu();
+registerLinearWebGPU();

@@ -21,6 +21,11 @@ export interface ProgramSpec {
   inputs?: Record<string, DType>;
   /** Storage outputs in binding order (after the inputs), with their dtypes. */
   outputs?: Record<string, DType>;
+  /**
+   * Raw WGSL element types for some bindings instead of the dtype's own (e.g. `vec4<f32>` for 16-byte loads
+   * of an f32 tensor whose size is a multiple of 4); such inputs get no `load_` helper.
+   */
+  views?: Record<string, string>;
   /** Uniform fields in order (bound last). */
   uniforms?: Record<string, UniformType>;
   workgroupSize: number | [number, number, number];
@@ -153,13 +158,14 @@ export function program(spec: ProgramSpec): Program {
   let binding = 0;
   const usesHalf = [...inputs, ...outputs].some(([, d]) => d === 'f16' || d === 'bf16');
   if (usesHalf || /f32_to_(bf)?16_bits|f16_bits_to_f32|bf16_bits_to_f32/.test(spec.main + (spec.helpers ?? ''))) lines.push(HALF_HELPERS);
+  const views = spec.views ?? {};
   for (const [name, dtype] of inputs) {
-    lines.push(`@group(0) @binding(${binding++}) var<storage, read> ${name}: array<${wgslStorageType(dtype)}>;`);
-    lines.push(`fn load_${name}(i: u32) -> f32 { return ${loadExpr(name, dtype)}; }`);
+    lines.push(`@group(0) @binding(${binding++}) var<storage, read> ${name}: array<${views[name] ?? wgslStorageType(dtype)}>;`);
+    if (!views[name]) lines.push(`fn load_${name}(i: u32) -> f32 { return ${loadExpr(name, dtype)}; }`);
   }
   for (const [name, dtype] of outputs) {
-    lines.push(`@group(0) @binding(${binding++}) var<storage, read_write> ${name}: array<${wgslStorageType(dtype)}>;`);
-    if (dtype === 'f32') lines.push(`fn store_${name}(i: u32, v: f32) { ${name}[i] = v; }`);
+    lines.push(`@group(0) @binding(${binding++}) var<storage, read_write> ${name}: array<${views[name] ?? wgslStorageType(dtype)}>;`);
+    if (dtype === 'f32' && !views[name]) lines.push(`fn store_${name}(i: u32, v: f32) { ${name}[i] = v; }`);
   }
   if (uniforms.length > 0) {
     lines.push(`struct Uniforms {\n${uniforms.map(([n, t]) => `  ${n}: ${t},`).join('\n')}\n}`);

@@ -1,0 +1,117 @@
+import { type Backend, type DType, ShapeError, DTypeError, Rng, type Tensor, assertClose, tensor } from '@phalanx/core';
+import { type WebGPUBackend } from '@phalanx/webgpu';
+import { testBackends } from '@phalanx/webgpu/testing';
+import { describe, expect, it } from 'vitest';
+import { linear, matmul } from '../src/index.js';
+import { type GemmTile, gemmProgram } from '../src/webgpu/linear.js';
+
+const { backends, gpu } = await testBackends();
+
+async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32'): Promise<{ t: Tensor; v: number[] }> {
+  const rng = new Rng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const t = tensor(Array.from({ length: n }, () => rng.normal()), shape, { dtype, backend });
+  return { t, v: Array.from(await t.data()) };
+}
+
+/** float64 reference: out[p, m, n] = sum_k a[p, m, k] * opb[p, k, n] (+ bias[n]). */
+function ref(a: number[], b: number[], batch: number, M: number, N: number, K: number, transB: boolean, bShared: boolean, bias?: number[]) {
+  const out: number[] = [];
+  for (let p = 0; p < batch; p++)
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let acc = bias ? bias[n]! : 0;
+        const wb = bShared ? 0 : p * K * N;
+        for (let k = 0; k < K; k++) acc += a[(p * M + m) * K + k]! * b[wb + (transB ? n * K + k : k * N + n)]!;
+        out.push(acc);
+      }
+  return out;
+}
+
+describe.each(backends)('linear / matmul on $name', (backend) => {
+  // (M, N, K): GEMV rows (1..4), tiles with ragged edges, non-power-of-two and odd dims
+  const LINEAR: [number, number, number][] = [
+    [1, 63, 64],
+    [1, 257, 100],
+    [3, 130, 36],
+    [4, 1, 4],
+    [1, 5, 7], // K not a multiple of 4: the tiled kernel serves one row
+    [5, 63, 257],
+    [129, 130, 17],
+    [1, 1, 1],
+  ];
+  it.each(LINEAR)('linear M=%i N=%i K=%i (+bias)', async (M, N, K) => {
+    const x = await rand([M, K], 1, backend);
+    const w = await rand([N, K], 2, backend);
+    const b = await rand([N], 3, backend);
+    const y = await linear(x.t, w.t, b.t);
+    expect(y.shape).toEqual([M, N]);
+    assertClose(ref(x.v, w.v, 1, M, N, K, true, true, b.v), await y.data(), { rtol: 1e-5, name: `linear ${M}x${N}x${K}` });
+    const noBias = await linear(x.t, w.t);
+    assertClose(ref(x.v, w.v, 1, M, N, K, true, true), await noBias.data(), { rtol: 1e-5 });
+  });
+
+  it.each(['f16', 'bf16'] as DType[])('linear with %s weights (decode row and a batch), f16 input', async (dtype) => {
+    for (const M of [1, 2, 37]) {
+      const x = await rand([M, 96], 4, backend, M === 2 ? 'f16' : 'f32');
+      const w = await rand([70, 96], 5, backend, dtype);
+      const b = await rand([70], 6, backend, dtype);
+      const y = await linear(x.t, w.t, b.t);
+      assertClose(ref(x.v, w.v, 1, M, 70, 96, true, true, b.v), await y.data(), { rtol: 1e-5 });
+    }
+  });
+
+  it('linear keeps leading dims', async () => {
+    const x = await rand([2, 3, 8], 7, backend);
+    const w = await rand([5, 8], 8, backend);
+    const y = await linear(x.t, w.t);
+    expect(y.shape).toEqual([2, 3, 5]);
+    assertClose(ref(x.v, w.v, 1, 6, 5, 8, true, true), await y.data(), { rtol: 1e-5 });
+  });
+
+  it.each([
+    [1, 1, 1, 1],
+    [3, 33, 65, 17],
+    [2, 130, 5, 129],
+  ])('batched matmul batch=%i M=%i N=%i K=%i, plain and transposed, batched and shared b', async (batch, M, N, K) => {
+    const a = await rand([batch, M, K], 9, backend);
+    for (const transB of [false, true]) {
+      for (const shared of [false, true]) {
+        const bShape = transB ? [N, K] : [K, N];
+        const b = await rand(shared ? bShape : [batch, ...bShape], 10, backend);
+        const y = await matmul(a.t, b.t, { transposeB: transB });
+        expect(y.shape).toEqual([batch, M, N]);
+        assertClose(ref(a.v, b.v, batch, M, N, K, transB, shared), await y.data(), { rtol: 1e-5, name: `matmul transB=${transB} shared=${shared}` });
+      }
+    }
+  });
+
+  it('refuses mismatched shapes and integer inputs, naming the tensors', async () => {
+    const x = tensor(new Float32Array(6), [2, 3], { backend, name: 'h' });
+    const w = tensor(new Float32Array(8), [2, 4], { backend, name: 'q_proj.weight' });
+    await expect(linear(x, w)).rejects.toThrow(ShapeError);
+    await expect(linear(x, w)).rejects.toThrow(/input h \[2, 3\] must end in 4 \(weight q_proj.weight is \[2, 4\]\)/);
+    const w3 = tensor(new Float32Array(6), [2, 3], { backend, name: 'o' });
+    await expect(linear(x, w3, tensor([1, 2, 3], [3], { backend, name: 'o.bias' }))).rejects.toThrow(/bias o.bias \[3\] must be \[2\]/);
+    await expect(linear(tensor(new Int32Array(3), [1, 3], { backend }), w3)).rejects.toThrow(DTypeError);
+    await expect(matmul(x, x)).rejects.toThrow(/disagree on K/);
+  });
+});
+
+describe.runIf(gpu)('matmul tiles', () => {
+  // Every tile shape the benchmark may pick must be correct too.
+  const TILES: GemmTile[] = [
+    { BM: 64, BN: 64, BK: 16, TM: 4, TN: 4 },
+    { BM: 128, BN: 64, BK: 16, TM: 8, TN: 4 },
+    { BM: 64, BN: 128, BK: 8, TM: 4, TN: 8 },
+  ];
+  it.each(TILES)('%j', async (tile) => {
+    const g = gpu as WebGPUBackend;
+    const [M, N, K] = [77, 150, 40];
+    const a = await rand([M, K], 11, g);
+    const b = await rand([N, K], 12, g);
+    const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
+    await g.run(gemmProgram('f32', 'f32', true, undefined, tile), [a.t, b.t], [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
+    assertClose(ref(a.v, b.v, 1, M, N, K, true, true), await out.data(), { rtol: 1e-5 });
+  });
+});
