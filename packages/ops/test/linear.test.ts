@@ -105,13 +105,15 @@ describe.runIf(gpu)('matmul tiles', () => {
     { BM: 128, BN: 64, BK: 16, TM: 8, TN: 4 },
     { BM: 64, BN: 128, BK: 8, TM: 4, TN: 8 },
   ];
-  it.each(TILES)('%j', async (tile) => {
+  it.each(TILES.flatMap((tile) => [true, false].map((transB) => [tile, transB] as const)))('%j transB=%s, vector and scalar loads', async (tile, transB) => {
     const g = gpu as WebGPUBackend;
-    const [M, N, K] = [77, 150, 40];
+    const [M, N, K] = [77, 148, 40];
     const a = await rand([M, K], 11, g);
-    const b = await rand([N, K], 12, g);
-    const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
-    await g.run(gemmProgram('f32', 'f32', true, undefined, tile), [a.t, b.t], [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
-    assertClose(ref(a.v, b.v, 1, M, N, K, true, true), await out.data(), { rtol: 1e-5 });
+    const b = await rand(transB ? [N, K] : [K, N], 12, g);
+    for (const vec of [true, false]) {
+      const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
+      await g.run(gemmProgram('f32', 'f32', transB, undefined, vec, tile), [a.t, b.t], [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
+      assertClose(ref(a.v, b.v, 1, M, N, K, transB, true), await out.data(), { rtol: 1e-5, name: `vec=${vec}` });
+    }
   });
 });

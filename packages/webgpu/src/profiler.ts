@@ -7,6 +7,8 @@ export interface KernelTime {
   count: number;
   totalMs: number;
   meanMs: number;
+  medianMs: number;
+  minMs: number;
 }
 
 export interface ProfileReport {
@@ -84,15 +86,13 @@ export class Profiler {
   async report(): Promise<ProfileReport> {
     await Promise.all(this.pending);
     this.querySet?.destroy();
-    const byName = new Map<string, KernelTime>();
-    for (const { name, ms } of this.samples) {
-      const k = byName.get(name) ?? { name, count: 0, totalMs: 0, meanMs: 0 };
-      k.count++;
-      k.totalMs += ms;
-      k.meanMs = k.totalMs / k.count;
-      byName.set(name, k);
-    }
-    const kernels = [...byName.values()].sort((a, b) => b.totalMs - a.totalMs);
+    const byName = new Map<string, number[]>();
+    for (const { name, ms } of this.samples) byName.set(name, [...(byName.get(name) ?? []), ms]);
+    const stats = [...byName].map(([name, ms]) => {
+      const totalMs = ms.reduce((a, b) => a + b, 0);
+      return { name, count: ms.length, totalMs, meanMs: totalMs / ms.length, medianMs: median(ms), minMs: Math.min(...ms) };
+    });
+    const kernels = stats.sort((a, b) => b.totalMs - a.totalMs);
     return { mode: this.mode, kernels, totalMs: kernels.reduce((s, k) => s + k.totalMs, 0) };
   }
 }
@@ -122,8 +122,11 @@ export async function measure(backend: Backend, fn: () => unknown, options: { wa
   for (let i = 0; i < warmup; i++) await time();
   const samples: number[] = [];
   for (let i = 0; i < repeats; i++) samples.push(await time());
-  const sorted = [...samples].sort((a, b) => a - b);
+  return { firstMs, medianMs: median(samples), minMs: Math.min(...samples), maxMs: Math.max(...samples), samples };
+}
+
+export function median(xs: readonly number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  const medianMs = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-  return { firstMs, medianMs, minMs: sorted[0]!, maxMs: sorted[sorted.length - 1]!, samples };
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }

@@ -15,18 +15,69 @@ export interface GemmTile {
 export const DEFAULT_TILE: GemmTile = { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8 };
 
 /**
- * Tiled matrix product with register blocking. Each workgroup stages a BM x BK slice of a and a BK x BN
- * slice of op(b) in workgroup memory (k-major, as vec4 along m and n), then each thread accumulates TM x TN
- * outputs from vec4 reads: TM/4 row groups and TN/4 column groups, strided so a warp's stores are contiguous.
- * Loads upcast any dtype through load_a / load_b and zero-fill past the edges, so any M, N, K works.
+ * How one operand's BK-deep slice travels from global memory to workgroup memory, stored k-major as vec4
+ * along the non-k dim (`rows` = BM or BN). `fetch` loads the next slice into registers (so the loads are in
+ * flight while the current slice is multiplied) and `stash` writes them to workgroup memory.
+ *  - kContiguous (a, and b transposed): with `vec`, each thread reads 16 bytes along k and consecutive
+ *    threads take consecutive rows, so the transposing stores to workgroup memory hit distinct banks;
+ *    without `vec` (K not a multiple of 4), scalar loads along k.
+ *  - otherwise (b as [K, N]): vec4 (or scalar) loads along n, stored as they are.
+ * Past the edges the registers hold zeros, so any M, N, K works.
  */
-export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, biasDType: DType | undefined, tile: GemmTile = DEFAULT_TILE): Program {
+function tileLoader(op: 'a' | 'b', kContiguous: boolean, vec: boolean, rows: number, BK: number, threads: number) {
+  const S = op === 'a' ? 'As' : 'Bs';
+  const R = rows / 4; // vec4s per k in workgroup memory
+  const [dimU, base, origin] = op === 'a' ? ['u.M', 'aBase', 'm0'] : ['u.N', 'bBase', 'n0'];
+  const total = vec ? (rows * BK) / 4 : rows * BK; // loads per slice
+  const regs = Array.from({ length: Math.ceil(total / threads) }, (_, e) => `r${op}${e}`);
+  const fetch: string[] = [];
+  const stash: string[] = [];
+  // when the slice has fewer loads than the workgroup has threads, the spare threads skip them
+  const guard = (code: string, e: number) => (total % threads === 0 ? code : `if (${e * threads}u + lid.x < ${total}u) ${code}`);
+  regs.forEach((reg, e) => {
+    const l = `(${e * threads}u + lid.x)`;
+    if (kContiguous && vec) {
+      fetch.push(`{ let r = ${l} % ${rows}u; let k = k0 + ${l} / ${rows}u * 4u; ${reg} = vec4<f32>(0.0); if (${origin} + r < ${dimU} && k < u.K) { ${reg} = load4_${op}((${base} + (${origin} + r) * u.K + k) / 4u); } }`);
+      stash.push(`{ let r = ${l} % ${rows}u; let k = ${l} / ${rows}u * 4u; for (var c = 0u; c < 4u; c++) { ${S}[(k + c) * ${R}u + r / 4u][r % 4u] = ${reg}[c]; } }`);
+    } else if (kContiguous) {
+      fetch.push(`{ let r = ${l} / ${BK}u; let k = k0 + ${l} % ${BK}u; ${reg} = 0.0; if (${origin} + r < ${dimU} && k < u.K) { ${reg} = load_${op}(${base} + (${origin} + r) * u.K + k); } }`);
+      stash.push(`{ let r = ${l} / ${BK}u; ${S}[(${l} % ${BK}u) * ${R}u + r / 4u][r % 4u] = ${reg}; }`);
+    } else if (vec) {
+      fetch.push(`{ let c = ${l} % ${R}u * 4u; let k = k0 + ${l} / ${R}u; ${reg} = vec4<f32>(0.0); if (n0 + c < u.N && k < u.K) { ${reg} = load4_${op}((${base} + k * u.N + n0 + c) / 4u); } }`);
+      stash.push(`${S}[${l}] = ${reg};`);
+    } else {
+      fetch.push(`{ let c = ${l} % ${rows}u; let k = k0 + ${l} / ${rows}u; ${reg} = 0.0; if (n0 + c < u.N && k < u.K) { ${reg} = load_${op}(${base} + k * u.N + n0 + c); } }`);
+      stash.push(`${S}[${l} / ${rows}u * ${R}u + ${l} % ${rows}u / 4u][${l} % 4u] = ${reg};`);
+    }
+  });
+  const decl = regs.map((r) => `var ${r}: ${vec ? 'vec4<f32>' : 'f32'};`).join(' ');
+  return { decl, fetch: fetch.map(guard).join('\n    '), stash: stash.map(guard).join('\n    ') };
+}
+
+/** A loader of 4 consecutive elements (16-byte aligned) of an f32 binding viewed as vec4, or an f16/bf16 one viewed as vec2<u32>. */
+function load4(name: string, dtype: DType): { view: string; fn: string } {
+  if (dtype === 'f32') return { view: 'vec4<f32>', fn: `fn load4_${name}(i: u32) -> vec4<f32> { return ${name}[i]; }` };
+  const d = dtype === 'f16' ? 'f16_bits_to_f32' : 'bf16_bits_to_f32';
+  return {
+    view: 'vec2<u32>',
+    fn: `fn load4_${name}(i: u32) -> vec4<f32> { let p = ${name}[i]; return vec4<f32>(${d}(p.x & 0xffffu), ${d}(p.x >> 16u), ${d}(p.y & 0xffffu), ${d}(p.y >> 16u)); }`,
+  };
+}
+
+/**
+ * Tiled matrix product with register blocking. Each workgroup stages BK-deep slices of a (BM rows) and op(b)
+ * (BN columns) in workgroup memory, prefetching the next slice into registers while it multiplies the
+ * current one; each thread accumulates TM x TN outputs from vec4 reads of workgroup memory: TM/4 row groups
+ * and TN/4 column groups, strided so that a warp's stores are contiguous. `vec` (16-byte global loads)
+ * needs K, and N when b is [K, N], to be multiples of 4.
+ */
+export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, biasDType: DType | undefined, vec: boolean, tile: GemmTile = DEFAULT_TILE): Program {
   const hasBias = biasDType !== undefined;
   const { BM, BN, BK, TM, TN } = tile;
   const TX = BN / TN;
   const TY = BM / TM;
   const threads = TX * TY;
-  const key = `ops:gemm:${aDType}:${bDType}:${transB}:${biasDType}:${BM}x${BN}x${BK}:${TM}x${TN}`;
+  const key = `ops:gemm:${aDType}:${bDType}:${transB}:${biasDType}:${vec}:${BM}x${BN}x${BK}:${TM}x${TN}`;
   return cached(key, () => {
     const RG = TM / 4; // row groups of 4
     const CG = TN / 4; // column groups of 4 (vec4)
@@ -39,27 +90,24 @@ export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, biasD
       const v = `acc_${g * 4 + r}_${c}`;
       acc.push(`var ${v} = vec4<f32>(0.0);`);
       fma.push(`${v} = fma(vec4<f32>(a${g}.${'xyzw'[r]}), b${c}, ${v});`);
-      const m = `m0 + ${g * rowStride}u + ty * 4u + ${r}u`;
-      const n = `n0 + ${c * colStride}u + tx * 4u`;
-      store.push(`store4(${m}, ${n}, ${v});`);
+      store.push(`store4(m0 + ${g * rowStride}u + ty * 4u + ${r}u, n0 + ${c * colStride}u + tx * 4u, ${v});`);
     }
-    const loadsA = (BM * BK) / threads;
-    const loadsB = (BN * BK) / threads;
-    const bLoad = transB
-      ? `let bn = l / ${BK}u; let bk = l % ${BK}u; let gn = n0 + bn; let gk = k0 + bk;
-      var bv = 0.0; if (gn < u.N && gk < u.K) { bv = load_b(bBase + gn * u.K + gk); }`
-      : `let bk = l / ${BN}u; let bn = l % ${BN}u; let gn = n0 + bn; let gk = k0 + bk;
-      var bv = 0.0; if (gn < u.N && gk < u.K) { bv = load_b(bBase + gk * u.N + gn); }`;
+    const A = tileLoader('a', true, vec, BM, BK, threads);
+    const B = tileLoader('b', transB, vec, BN, BK, threads);
+    const la = load4('a', aDType);
+    const lb = load4('b', bDType);
     return program({
       name: 'matmul',
       inputs: biasDType ? { a: aDType, b: bDType, bias: biasDType } : { a: aDType, b: bDType },
       outputs: { out: 'f32' },
+      views: vec ? { a: la.view, b: lb.view } : {},
       uniforms: { M: 'u32', N: 'u32', K: 'u32', bBatchStride: 'u32' },
       workgroupSize: threads,
       helpers: `
 var<workgroup> As: array<vec4<f32>, ${(BK * BM) / 4}>;
 var<workgroup> Bs: array<vec4<f32>, ${(BK * BN) / 4}>;
 var<private> outBase: u32;
+${vec ? `${la.fn}\n${lb.fn}` : ''}
 fn store4(m: u32, n: u32, v: vec4<f32>) {
   if (m >= u.M) { return; }
   for (var c = 0u; c < 4u; c++) {
@@ -75,25 +123,26 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
   let bBase = wid.z * u.bBatchStride;
   outBase = wid.z * u.M * u.N;
   ${acc.join('\n  ')}
-  for (var k0 = 0u; k0 < u.K; k0 += ${BK}u) {
-    for (var e = 0u; e < ${loadsA}u; e++) {
-      let l = e * ${threads}u + lid.x;
-      let am = l / ${BK}u; let ak = l % ${BK}u; let gm = m0 + am; let gk = k0 + ak;
-      var av = 0.0; if (gm < u.M && gk < u.K) { av = load_a(aBase + gm * u.K + gk); }
-      As[ak * ${BM / 4}u + am / 4u][am % 4u] = av;
-    }
-    for (var e = 0u; e < ${loadsB}u; e++) {
-      let l = e * ${threads}u + lid.x;
-      ${bLoad}
-      Bs[bk * ${BN / 4}u + bn / 4u][bn % 4u] = bv;
-    }
+  ${A.decl} ${B.decl}
+  var k0 = 0u;
+  ${A.fetch}
+  ${B.fetch}
+  loop {
+    ${A.stash}
+    ${B.stash}
     workgroupBarrier();
+    k0 += ${BK}u;
+    if (k0 < u.K) {
+      ${A.fetch}
+      ${B.fetch}
+    }
     for (var k = 0u; k < ${BK}u; k++) {
       ${Array.from({ length: RG }, (_, g) => `let a${g} = As[k * ${BM / 4}u + ${g * (rowStride / 4)}u + ty];`).join('\n      ')}
       ${Array.from({ length: CG }, (_, c) => `let b${c} = Bs[k * ${BN / 4}u + ${c * (colStride / 4)}u + tx];`).join('\n      ')}
       ${fma.join('\n      ')}
     }
     workgroupBarrier();
+    if (k0 >= u.K) { break; }
   }
   ${store.join('\n  ')}`,
     });
@@ -168,7 +217,8 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
     return out;
   }
   const tile = DEFAULT_TILE;
-  const prog = gemmProgram(a.dtype, b.dtype, transB, bias?.dtype, tile);
+  const vec = K % 4 === 0 && (transB || N % 4 === 0);
+  const prog = gemmProgram(a.dtype, b.dtype, transB, bias?.dtype, vec, tile);
   const uniforms = { M, N, K, bBatchStride: bShared ? 0 : K * N };
   await backend.run(prog, inputs, [out], uniforms, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
   return out;

@@ -1,0 +1,206 @@
+/**
+ * WebGPU kernels of the layers in ../layers.ts. Two templates serve them all: `map` (one invocation per
+ * output element) and `rows` (one workgroup per row, with tree reductions in workgroup memory, so rows of
+ * any length, e.g. a 128k vocabulary, use the whole workgroup). Inputs of any float dtype are read with
+ * `load_<name>(i)` and computed in f32.
+ */
+import { type Tensor, empty, registerKernel } from '@phalanx/core';
+import { type Program, type UniformType, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
+import type { CrossEntropyAttrs, EmbeddingAttrs, GeluAttrs, LayerNormAttrs, LerpAttrs, MixAttrs, RmsNormAttrs, RowAttrs, SoftcapAttrs, XieluCoefficients } from '../layers.js';
+
+const WG = 256;
+
+/** NaN, for out-of-range ids; made at run time because a constant expression may not be NaN. */
+const NAN = /* wgsl */ `
+fn nan() -> f32 { let bits = 0x7fc00000u; return bitcast<f32>(bits); }`;
+
+/** Functions the elementwise kernels share. */
+const MATH = /* wgsl */ `${NAN}
+fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
+// tanh(±10) is ±1 in f32; clamping keeps drivers whose tanh divides exponentials from overflowing to NaN
+fn tanh_safe(x: f32) -> f32 { return tanh(clamp(x, -10.0, 10.0)); }
+// erfc with relative error < 1.2e-7 everywhere (the Chebyshev fit erfcc of Numerical Recipes)
+fn erfc_approx(x: f32) -> f32 {
+  let z = abs(x);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807
+        + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
+  let r = t * exp(p - z * z);
+  return select(2.0 - r, r, x >= 0.0);
+}
+fn gelu(x: f32, tanh_form: u32) -> f32 {
+  if (tanh_form != 0u) { return 0.5 * x * (1.0 + tanh_safe(0.7978845608 * (x + 0.044715 * x * x * x))); }
+  // 1 + erf(z) = erfc(-z), which keeps its relative accuracy where x is very negative
+  return 0.5 * x * erfc_approx(-0.70710678118654752 * x);
+}
+`;
+
+/** Tree reductions over the workgroup; every invocation must call them (from workgroup-uniform control flow). */
+function treeReduce(name: string, combine: string): string {
+  return /* wgsl */ `
+fn ${name}(lid: u32, v: f32) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] = ${combine}(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  let total = red[0];
+  workgroupBarrier(); // all have read red[0] before a next reduction overwrites it
+  return total;
+}`;
+}
+const REDUCE = `${NAN}\nvar<workgroup> red: array<f32, ${WG}>;\nfn add(a: f32, b: f32) -> f32 { return a + b; }` + treeReduce('reduce_sum', 'add') + treeReduce('reduce_max', 'max');
+
+/** A strided loop of the workgroup over the row's elements j. */
+const EACH = 'for (var j = lid.x; j < u.d; j += WG_X)';
+
+/** The row's max `m` and `s` = sum(exp(x - m)): the stable core of the softmax family and cross-entropy. */
+const MAX_AND_SUM = /* wgsl */ `
+  var mx = bitcast<f32>(0xff7fffffu); // -FLT_MAX
+  ${EACH} { mx = max(mx, load_x(base + j)); }
+  let m = reduce_max(lid.x, mx);
+  var acc = 0.0;
+  ${EACH} { acc += exp(load_x(base + j) - m); }
+  let s = reduce_sum(lid.x, acc);`;
+
+interface KernelSpec<A> {
+  /** Binding names of the inputs, in order (a norm binds only the weight and bias it was given). */
+  inputs: string[] | ((attrs: A) => string[]);
+  /** Uniforms besides the sizes, and their values from the attrs. */
+  uniforms?: Record<string, UniformType>;
+  values?: (attrs: A) => Record<string, number>;
+  /** WGSL of the entry point after the bounds check; it writes `store_out`. The binding names fix its variant. */
+  body: string | ((attrs: A) => string);
+}
+
+/** The program for these bindings and dtypes, built once. */
+function build<A>(op: string, spec: KernelSpec<A>, attrs: A, inputs: Tensor[], sizes: Record<string, UniformType>, helpers: string, head: string): Program {
+  const names = typeof spec.inputs === 'function' ? spec.inputs(attrs) : spec.inputs;
+  const bindings = Object.fromEntries(names.map((name, i) => [name, inputs[i]!.dtype]));
+  const key = `ops:${op}:${names.map((name, i) => `${name}=${inputs[i]!.dtype}`).join(',')}`;
+  return cached(key, () => {
+    const body = typeof spec.body === 'function' ? spec.body(attrs) : spec.body;
+    return program({ name: op, inputs: bindings, outputs: { out: 'f32' }, uniforms: { ...sizes, ...spec.uniforms }, workgroupSize: WG, helpers, main: `${head}\n${body}` });
+  });
+}
+
+/** An elementwise kernel over the output's elements `idx`; the output has the first input's shape unless `shape` says otherwise. */
+function map<A>(op: string, spec: KernelSpec<A> & { shape?: (attrs: A) => readonly number[] }): void {
+  registerKernel({
+    op,
+    backend: 'webgpu',
+    fn: async (inputs: Tensor[], attrs: A, backend: WebGPUBackend) => {
+      const out = empty(spec.shape?.(attrs) ?? inputs[0]!.shape, { backend });
+      const prog = build(op, spec, attrs, inputs, { n: 'u32' }, MATH, '  if (idx >= u.n) { return; }');
+      await backend.run(prog, inputs, [out], { n: out.size, ...spec.values?.(attrs) }, grid1d(out.size, WG));
+      return out;
+    },
+  });
+}
+
+/** A row kernel: one workgroup per row of `u.d` elements from `base`, with `reduce_sum` and `reduce_max`. */
+function rows<A extends RowAttrs>(op: string, spec: KernelSpec<A>): void {
+  const head = `  let row = wid.x + wid.y * nwg.x;
+  if (row >= u.rows) { return; } // workgroup-uniform, so the barriers in the reductions stay in uniform control flow
+  let base = row * u.d;`;
+  registerKernel({
+    op,
+    backend: 'webgpu',
+    fn: async (inputs: Tensor[], attrs: A, backend: WebGPUBackend) => {
+      const out = empty(attrs.outShape, { backend });
+      const prog = build(op, spec, attrs, inputs, { rows: 'u32', d: 'u32' }, REDUCE, head);
+      await backend.run(prog, inputs, [out], { rows: attrs.rows, d: attrs.d, ...spec.values?.(attrs) }, grid1d(attrs.rows, 1));
+      return out;
+    },
+  });
+}
+
+export function registerWebGPULayerKernels(): void {
+  rows<RmsNormAttrs>('rmsNorm', {
+    inputs: (a) => (a.hasWeight ? ['x', 'w'] : ['x']),
+    uniforms: { eps: 'f32', weight_offset: 'f32' },
+    values: (a) => ({ eps: a.eps, weight_offset: a.weightOffset }),
+    body: (a) => `
+  var acc = 0.0;
+  ${EACH} { let v = load_x(base + j); acc += v * v; }
+  let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
+  ${EACH} { store_out(base + j, load_x(base + j) * inv${a.hasWeight ? ' * (load_w(j) + u.weight_offset)' : ''}); }`,
+  });
+  rows<LayerNormAttrs>('layerNorm', {
+    inputs: (a) => ['x', ...(a.hasWeight ? ['w'] : []), ...(a.hasBias ? ['b'] : [])],
+    uniforms: { eps: 'f32' },
+    values: (a) => ({ eps: a.eps }),
+    // two passes (mean, then the variance around it) avoid the cancellation of E[x²] - E[x]²
+    body: (a) => `
+  var acc = 0.0;
+  ${EACH} { acc += load_x(base + j); }
+  let mean = reduce_sum(lid.x, acc) / f32(u.d);
+  acc = 0.0;
+  ${EACH} { let c = load_x(base + j) - mean; acc += c * c; }
+  let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
+  ${EACH} { store_out(base + j, (load_x(base + j) - mean) * inv${a.hasWeight ? ' * load_w(j)' : ''}${a.hasBias ? ' + load_b(j)' : ''}); }`,
+  });
+  rows('softmax', { inputs: ['x'], body: `${MAX_AND_SUM}\n  ${EACH} { store_out(base + j, exp(load_x(base + j) - m) / s); }` });
+  // (x - m) - log(s), not x - (m + log(s)): the latter rounds to the scale of x, which may be far larger than the result
+  rows('logSoftmax', { inputs: ['x'], body: `${MAX_AND_SUM}\n  ${EACH} { store_out(base + j, (load_x(base + j) - m) - log(s)); }` });
+  rows('logsumexp', { inputs: ['x'], body: `${MAX_AND_SUM}\n  if (lid.x == 0u) { store_out(row, m + log(s)); }` });
+  rows<CrossEntropyAttrs>('crossEntropy', {
+    inputs: ['x', 'targets'],
+    uniforms: { ignore_index: 'i32' },
+    values: (a) => ({ ignore_index: a.ignoreIndex }),
+    body: `${MAX_AND_SUM}
+  if (lid.x == 0u) {
+    let t = i32(targets[row]);
+    var loss = nan(); // an out-of-range target
+    if (t == u.ignore_index) { loss = 0.0; } else if (t >= 0 && u32(t) < u.d) { loss = (m - load_x(base + u32(t))) + log(s); }
+    store_out(row, loss);
+  }`,
+  });
+
+  map<EmbeddingAttrs>('embedding', {
+    inputs: ['w', 'ids'],
+    uniforms: { d: 'u32', vocab: 'u32' },
+    values: (a) => ({ d: a.d, vocab: a.vocab }),
+    shape: (a) => a.outShape,
+    // an out-of-range id (negative i32 ids wrap to large u32) reads row 0 instead, so nothing is read out of bounds, and writes NaN
+    body: `  let id = u32(ids[idx / u.d]);
+  let ok = id < u.vocab;
+  store_out(idx, select(nan(), load_w(select(0u, id, ok) * u.d + idx % u.d), ok));`,
+  });
+  map('silu', { inputs: ['x'], body: '  store_out(idx, silu(load_x(idx)));' });
+  map<GeluAttrs>('gelu', {
+    inputs: ['x'],
+    uniforms: { tanh_form: 'u32' },
+    values: (a) => ({ tanh_form: a.approximate === 'tanh' ? 1 : 0 }),
+    body: '  store_out(idx, gelu(load_x(idx), u.tanh_form));',
+  });
+  map('swiglu', { inputs: ['gate', 'up'], body: '  store_out(idx, silu(load_gate(idx)) * load_up(idx));' });
+  map<XieluCoefficients>('xielu', {
+    inputs: ['x'],
+    uniforms: { ap: 'f32', an: 'f32', bp: 'f32', bn: 'f32' },
+    values: ({ ap, an, bp, bn }) => ({ ap, an, bp, bn }),
+    body: `  let v = load_x(idx);
+  store_out(idx, select(u.an * v * v + u.bn * v, u.ap * v * v + u.bp * v, v > 0.0));`,
+  });
+  map<SoftcapAttrs>('softcap', {
+    inputs: ['x'],
+    uniforms: { cap: 'f32' },
+    values: (a) => ({ cap: a.cap }),
+    body: '  store_out(idx, u.cap * tanh_safe(load_x(idx) / u.cap));',
+  });
+  map<LerpAttrs>('lerp', {
+    inputs: ['a', 'b'],
+    uniforms: { t: 'f32' },
+    values: (a) => ({ t: a.t }),
+    body: `  let va = load_a(idx);
+  store_out(idx, va + u.t * (load_b(idx) - va));`,
+  });
+  map<MixAttrs>('mix', {
+    inputs: ['a', 'b', 'wa', 'wb'],
+    uniforms: { d: 'u32' },
+    values: (a) => ({ d: a.d }),
+    body: `  let c = idx % u.d;
+  store_out(idx, load_wa(c) * load_a(idx) + load_wb(c) * load_b(idx));`,
+  });
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Packs what the GPU machine needs to run Phalanx's WebGPU code into .gpu/ (git-ignored; carry it with the
+# device tool): the repo's Node 24 and dawn.node (xz), the `webgpu` package's loader, the Vulkan loader and glvnd .debs,
+# bundles of the given entry points (esbuild, one .mjs each), remote.sh and the PyTorch scripts.
+# usage: tools/gpu/pack.sh ENTRY.ts...
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=.gpu
+mkdir -p "$out/webgpu"
+[ -f "$out/node.xz" ] || xz -T2 -6 -c node_modules/node/bin/node > "$out/node.xz"
+[ -f "$out/dawn.node.xz" ] || xz -T2 -6 -c node_modules/webgpu/dist/linux-x64/dawn.node > "$out/dawn.node.xz"
+cp node_modules/webgpu/index.js node_modules/webgpu/package.json "$out/webgpu/"
+# The Vulkan loader, and glvnd, which the NVIDIA ICD's libGLX_nvidia needs.
+if ! ls "$out"/libvulkan1_*.deb >/dev/null 2>&1; then
+  (cd "$out" && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 2>/dev/null)
+fi
+for entry in "$@"; do
+  name=$(basename "${entry%.ts}")
+  node_modules/.bin/esbuild "$entry" --bundle --platform=node --format=esm --external:webgpu \
+    --conditions=@phalanx/source --outfile="$out/$name.mjs" --log-level=warning
+done
+cp tools/gpu/remote.sh tools/reference/*.py "$out/"
+du -sh "$out"
