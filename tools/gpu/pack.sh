@@ -11,8 +11,8 @@ mkdir -p "$out/webgpu"
 [ -f "$out/dawn.node.xz" ] || xz -T2 -6 -c node_modules/webgpu/dist/linux-x64/dawn.node > "$out/dawn.node.xz"
 cp node_modules/webgpu/index.js node_modules/webgpu/package.json "$out/webgpu/"
 # The Vulkan loader, and glvnd, which the NVIDIA ICD's libGLX_nvidia needs.
-if ! ls "$out"/libvulkan1_*.deb >/dev/null 2>&1; then
-  (cd "$out" && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 2>/dev/null)
+if ! ls "$out"/debs/libvulkan1_*.deb >/dev/null 2>&1; then
+  mkdir -p "$out/debs" && (cd "$out/debs" && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 2>/dev/null)
 fi
 for entry in "$@"; do
   name=$(basename "${entry%.ts}")

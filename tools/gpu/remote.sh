@@ -5,7 +5,7 @@
 # usage: bash .gpu/remote.sh BUNDLE.mjs [ARGS...] -- CASE...
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-for f in "$here"/*.deb; do dpkg -x "$f" /; done; ldconfig
+for f in "$here"/debs/*.deb; do dpkg -x "$f" /; done; ldconfig
 run=/tmp/phx; mkdir -p $run/node_modules/webgpu/dist/linux-x64
 [ -x $run/node ] || { python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())" "$here/node.xz" > $run/node; chmod +x $run/node; }
 [ -f $run/node_modules/webgpu/dist/linux-x64/dawn.node ] || python3 -c "import lzma,sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())" "$here/dawn.node.xz" > $run/node_modules/webgpu/dist/linux-x64/dawn.node

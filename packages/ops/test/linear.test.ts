@@ -3,7 +3,7 @@ import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
 import { linear, matmul } from '../src/index.js';
-import { type GemmTile, gemmProgram } from '../src/webgpu/linear.js';
+import { type GemmTile, type GemvShape, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
 const { backends, gpu } = await testBackends();
 
@@ -103,6 +103,7 @@ describe.runIf(gpu)('matmul tiles', () => {
   const TILES: GemmTile[] = [
     { BM: 64, BN: 64, BK: 16, TM: 4, TN: 4 },
     { BM: 128, BN: 64, BK: 16, TM: 8, TN: 4 },
+    { BM: 128, BN: 64, BK: 8, TM: 8, TN: 4 }, // fewer b loads than threads
     { BM: 64, BN: 128, BK: 8, TM: 4, TN: 8 },
   ];
   it.each(TILES.flatMap((tile) => [true, false].map((transB) => [tile, transB] as const)))('%j transB=%s, vector and scalar loads', async (tile, transB) => {
@@ -114,6 +115,26 @@ describe.runIf(gpu)('matmul tiles', () => {
       const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
       await g.run(gemmProgram('f32', 'f32', transB, undefined, vec, tile), [a.t, b.t], [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
       assertClose(ref(a.v, b.v, 1, M, N, K, transB, true), await out.data(), { rtol: 1e-5, name: `vec=${vec}` });
+    }
+  });
+});
+
+describe.runIf(gpu)('GEMV shapes', () => {
+  // The shapes the benchmark tried; K = 4 * 70 + 8 leaves a tail past the unrolled loop.
+  const SHAPES: GemvShape[] = [
+    { rowsPerGroup: 8, lanes: 32, unroll: 2 },
+    { rowsPerGroup: 2, lanes: 128, unroll: 4 },
+    { rowsPerGroup: 4, lanes: 64, unroll: 8 },
+  ];
+  it.each(SHAPES)('%j with 1 and 3 rows, f32 and bf16 weights', async (shape) => {
+    const g = gpu as WebGPUBackend;
+    const [N, K] = [37, 288];
+    for (const [M, dtype] of [[1, 'f32'], [3, 'bf16']] as const) {
+      const x = await rand([M, K], 13, g);
+      const w = await rand([N, K], 14, g, dtype);
+      const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
+      await g.run(gemvProgram('f32', dtype, M, undefined, shape), [x.t, w.t], [out], { N, K }, [Math.ceil(N / shape.rowsPerGroup), 1, 1]);
+      assertClose(ref(x.v, w.v, 1, M, N, K, true, true), await out.data(), { rtol: 1e-5, name: `M=${M} ${dtype}` });
     }
   });
 });

@@ -11,8 +11,8 @@ export interface GemmTile {
   TN: number;
 }
 
-/** Picked on an H100 (docs/benchmarks.md); every tile here is also tested on lavapipe. */
-export const DEFAULT_TILE: GemmTile = { BM: 128, BN: 128, BK: 16, TM: 8, TN: 8 };
+/** Picked on an H200 (docs/benchmarks.md); the other tiles tried there are tested on lavapipe too. */
+export const DEFAULT_TILE: GemmTile = { BM: 128, BN: 128, BK: 8, TM: 8, TN: 8 };
 
 /**
  * How one operand's BK-deep slice travels from global memory to workgroup memory, stored k-major as vec4
@@ -33,7 +33,7 @@ function tileLoader(op: 'a' | 'b', kContiguous: boolean, vec: boolean, rows: num
   const fetch: string[] = [];
   const stash: string[] = [];
   // when the slice has fewer loads than the workgroup has threads, the spare threads skip them
-  const guard = (code: string, e: number) => (total % threads === 0 ? code : `if (${e * threads}u + lid.x < ${total}u) ${code}`);
+  const guard = (code: string, e: number) => (total % threads === 0 ? code : `if (${e * threads}u + lid.x < ${total}u) { ${code} }`);
   regs.forEach((reg, e) => {
     const l = `(${e * threads}u + lid.x)`;
     if (kContiguous && vec) {
@@ -151,56 +151,71 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
 
 /** Rows of x a GEMV dispatch handles at once (decode and tiny batches); more rows use the tiled kernel. */
 export const GEMV_MAX_ROWS = 4;
-const GEMV_ROWS_PER_WG = 8;
-const GEMV_LANES = 32;
+
+/** Shape of the GEMV workgroup: output rows per workgroup, and lanes that share one output row. */
+export interface GemvShape {
+  rowsPerGroup: number;
+  lanes: number;
+  /** 16-byte loads each lane issues per loop iteration (more in flight hides more latency). */
+  unroll: number;
+}
+
+/** Picked on an H200 (docs/benchmarks.md). */
+export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4 };
 
 /**
- * y[m, n] = dot(x[m, :], w[n, :]) for a few rows m: memory-bound on w, which is streamed once. Each group of
- * 32 lanes owns one output row n and reads w[n, :] in 16-byte vectors (4 floats, or 4 halves as 2 words),
- * reusing each vector for every x row; lanes are summed in workgroup memory.
+ * y[m, n] = dot(x[m, :], w[n, :]) for a few rows m: memory-bound on w, which is streamed once. `lanes`
+ * threads own one output row n and read w[n, :] in 16-byte vectors (4 floats, or 4 halves as 2 words),
+ * `unroll` at a time so that more loads are in flight, reusing each vector for every x row; lanes are then summed in
+ * workgroup memory.
  */
-export function gemvProgram(xDType: DType, wDType: DType, rows: number, biasDType: DType | undefined): Program {
-  const hasBias = biasDType !== undefined;
-  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${biasDType}`, () => {
-    const half = wDType === 'f16' || wDType === 'bf16';
-    const decode = wDType === 'f16' ? 'f16_bits_to_f32' : 'bf16_bits_to_f32';
-    const wVec = half
-      ? `let p = w[wRow + k4]; let wv = vec4<f32>(${decode}(p.x & 0xffffu), ${decode}(p.x >> 16u), ${decode}(p.y & 0xffffu), ${decode}(p.y >> 16u));`
-      : `let wv = w[wRow + k4];`;
+export function gemvProgram(xDType: DType, wDType: DType, rows: number, biasDType: DType | undefined, shape: GemvShape = DEFAULT_GEMV): Program {
+  const { rowsPerGroup, lanes, unroll } = shape;
+  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${biasDType}:${rowsPerGroup}x${lanes}x${unroll}`, () => {
+    const U = Array.from({ length: unroll }, (_, j) => j);
+    const lw = load4('w', wDType);
+    const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
+    const part = (m: number) => `partial[${m * threads}u + lid.x]`;
     return program({
       name: 'matmul',
       inputs: biasDType ? { x: xDType, w: wDType, bias: biasDType } : { x: xDType, w: wDType },
       outputs: { out: 'f32' },
-      views: { w: half ? 'vec2<u32>' : 'vec4<f32>' },
+      views: xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view },
       uniforms: { N: 'u32', K: 'u32' },
-      workgroupSize: GEMV_ROWS_PER_WG * GEMV_LANES,
-      helpers: `var<workgroup> partial: array<f32, ${rows * GEMV_ROWS_PER_WG * GEMV_LANES}>;
-fn x4(m: u32, k: u32) -> vec4<f32> {
-  let i = m * u.K + k;
-  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));
+      workgroupSize: threads,
+      helpers: `var<workgroup> partial: array<f32, ${rows * threads}>;
+${lw.fn}
+fn x4(m: u32, k4: u32) -> vec4<f32> {
+  ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
 }`,
-      main: `  let r = lid.x / ${GEMV_LANES}u;
-  let lane = lid.x % ${GEMV_LANES}u;
-  let n = (wid.x + wid.y * nwg.x) * ${GEMV_ROWS_PER_WG}u + r;
+      main: `  let r = lid.x / ${lanes}u;
+  let lane = lid.x % ${lanes}u;
+  let n = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r;
+  let K4 = u.K / 4u;
   ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}
   if (n < u.N) {
-    let wRow = n * (u.K / 4u);
-    for (var k4 = lane; k4 < u.K / 4u; k4 += ${GEMV_LANES}u) {
-      ${wVec}
-      ${R.map((m) => `acc${m} += dot(wv, x4(${m}u, k4 * 4u));`).join('\n      ')}
+    let wRow = n * K4;
+    var k4 = lane;
+    for (; k4 + ${(unroll - 1) * lanes}u < K4; k4 += ${unroll * lanes}u) {
+      ${U.map((j) => `let w${j} = load4_w(wRow + k4 + ${j * lanes}u);`).join('\n      ')}
+      ${R.map((m) => `acc${m} += ${U.map((j) => `dot(w${j}, x4(${m}u, k4 + ${j * lanes}u))`).join(' + ')};`).join('\n      ')}
+    }
+    for (; k4 < K4; k4 += ${lanes}u) {
+      let w0 = load4_w(wRow + k4);
+      ${R.map((m) => `acc${m} += dot(w0, x4(${m}u, k4));`).join('\n      ')}
     }
   }
-  ${R.map((m) => `partial[${m * GEMV_ROWS_PER_WG * GEMV_LANES}u + lid.x] = acc${m};`).join('\n  ')}
+  ${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
   workgroupBarrier();
-  for (var s = ${GEMV_LANES / 2}u; s > 0u; s >>= 1u) {
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (lane < s) {
-      ${R.map((m) => `partial[${m * GEMV_ROWS_PER_WG * GEMV_LANES}u + lid.x] += partial[${m * GEMV_ROWS_PER_WG * GEMV_LANES}u + lid.x + s];`).join('\n      ')}
+      ${R.map((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
     }
     workgroupBarrier();
   }
   if (lane == 0u && n < u.N) {
-    ${R.map((m) => `out[${m}u * u.N + n] = partial[${m * GEMV_ROWS_PER_WG * GEMV_LANES}u + lid.x]${hasBias ? ' + load_bias(n)' : ''};`).join('\n    ')}
+    ${R.map((m) => `out[${m}u * u.N + n] = ${part(m)}${biasDType ? ' + load_bias(n)' : ''};`).join('\n    ')}
   }`,
     });
   });
@@ -213,7 +228,7 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
   if (out.size === 0) return out;
   if (useGemv(attrs)) {
     const prog = gemvProgram(a.dtype, b.dtype, M, bias?.dtype);
-    await backend.run(prog, inputs, [out], { N, K }, grid1d(N, GEMV_ROWS_PER_WG, backend.limits.maxComputeWorkgroupsPerDimension));
+    await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return out;
   }
   const tile = DEFAULT_TILE;
