@@ -37,6 +37,3 @@ export { type BinaryAttrs, type CastAttrs, type ScaleAttrs, type SumAttrs, CAST_
 export { Rng } from './rng.js';
 export { type Shape, broadcastShapes, broadcastStrides, formatShape, normAxis, sameShape, sizeOf, stridesOf } from './shape.js';
 export { type RandomOptions, type TensorOptions, Tensor, empty, full, rand, randn, tensor, zeros } from './tensor.js';
-
-import { registerCpuKernels } from './cpu/kernels.js';
-registerCpuKernels();

@@ -10,8 +10,8 @@
  * const y = await softmax(await rmsNorm(x, null));
  */
 import { DTypeError, InputError, ShapeError, formatShape, isFloat, runKernel, sameShape, sizeOf, Tensor, tensor } from '@phalanx/core';
-import { registerCpuLayerKernels } from './cpu/layers.js';
-import { registerWebGPULayerKernels } from './webgpu/layers.js';
+import './cpu/layers.js';
+import './webgpu/layers.js';
 
 /** Attributes of a row-wise op: the input read as [rows, d], reduced or normalized over d (the last dim). */
 export interface RowAttrs {
@@ -291,5 +291,3 @@ export async function mix(a: Tensor, b: Tensor, wa: Tensor, wb: Tensor): Promise
   return one('mix', [a, b, wa, wb], { d } satisfies MixAttrs);
 }
 
-registerCpuLayerKernels();
-registerWebGPULayerKernels();

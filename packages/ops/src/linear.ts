@@ -1,6 +1,6 @@
 import { DTypeError, ShapeError, type Tensor, formatShape, runKernel } from '@phalanx/core';
-import { registerLinearCpu } from './cpu/linear.js';
-import { registerLinearWebGPU } from './webgpu/linear.js';
+import './cpu/linear.js';
+import './webgpu/linear.js';
 
 /**
  * One batched matrix product: out[b] = a[b] @ op(w[b]) (+ bias), with op(w) = w^T when `transB` (the Hugging
@@ -70,5 +70,3 @@ export async function matmul(a: Tensor, b: Tensor, options: { transposeB?: boole
   return (await runKernel('matmul', [a, b], attrs))[0]!;
 }
 
-registerLinearCpu();
-registerLinearWebGPU();

@@ -13,9 +13,9 @@
 import { registerBackend } from '@phalanx/core';
 import { createWebGPUBackend } from './backend.js';
 import { hasAdapter } from './device.js';
-import { registerCastKernels } from './kernels/cast.js';
-import { registerElementwiseKernels } from './kernels/elementwise.js';
-import { registerReduceKernels } from './kernels/reduce.js';
+import './kernels/cast.js';
+import './kernels/elementwise.js';
+import './kernels/reduce.js';
 
 export { type GPUStorage, type WebGPUBackendOptions, WebGPUBackend, createWebGPUBackend } from './backend.js';
 export { type AdapterDescription, NO_ADAPTER_HELP, requestGPU } from './device.js';
@@ -23,10 +23,6 @@ export { cached } from './kernels/elementwise.js';
 export { sizeClass } from './pool.js';
 export { type KernelTime, type ProfileMode, type ProfileReport, type Timing, measure, median } from './profiler.js';
 export { type Program, type ProgramSpec, type UniformType, HALF_HELPERS, gpuByteSize, grid1d, program, uniformLayout, wgslStorageType } from './wgsl.js';
-
-registerElementwiseKernels();
-registerCastKernels();
-registerReduceKernels();
 
 let available: Promise<boolean> | undefined;
 

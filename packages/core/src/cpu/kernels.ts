@@ -68,56 +68,55 @@ function castValue(from: DType, to: DType, v: number): number {
   return v;
 }
 
-export function registerCpuKernels(): void {
-  registerKernel({ op: 'add', backend: 'cpu', fn: binary((x, y) => x + y, (x, y) => x + y) });
-  registerKernel({ op: 'mul', backend: 'cpu', fn: binary((x, y) => x * y, Math.imul) });
-  registerKernel({
-    op: 'scale',
-    backend: 'cpu',
-    fn: ([x]: Tensor[], { scale, bias }: ScaleAttrs) => {
-      const out = empty(x!.shape, { backend: cpu });
-      const o = cpuStorage(out);
-      const v = cpuValues(x!);
-      for (let i = 0; i < o.length; i++) o[i] = v[i]! * scale + bias;
-      return out;
-    },
-  });
-  registerKernel({
-    op: 'copy',
-    backend: 'cpu',
-    fn: ([x]: Tensor[]) => {
-      const out = empty(x!.shape, { dtype: x!.dtype, backend: cpu });
-      cpuStorage(out).set(cpuStorage(x!) as never);
-      return out;
-    },
-  });
-  registerKernel({
-    op: 'cast',
-    backend: 'cpu',
-    fn: ([x]: Tensor[], { dtype }: CastAttrs) => {
-      const out = empty(x!.shape, { dtype, backend: cpu });
-      const o = cpuStorage(out);
-      const v = cpuValues(x!);
-      const enc = encoder(dtype);
-      for (let i = 0; i < o.length; i++) o[i] = enc(castValue(x!.dtype, dtype, v[i]!));
-      return out;
-    },
-  });
-  registerKernel({
-    op: 'sum',
-    backend: 'cpu',
-    fn: ([x]: Tensor[], { outer, n, inner, outShape }: SumAttrs) => {
-      const out = empty(outShape, { backend: cpu });
-      const o = cpuStorage(out);
-      const v = cpuValues(x!);
-      for (let a = 0; a < outer; a++) {
-        for (let c = 0; c < inner; c++) {
-          let acc = 0; // float64
-          for (let j = 0, p = a * n * inner + c; j < n; j++, p += inner) acc += v[p]!;
-          o[a * inner + c] = acc;
-        }
+// Registered on import (the package lists this file under sideEffects).
+registerKernel({ op: 'add', backend: 'cpu', fn: binary((x, y) => x + y, (x, y) => x + y) });
+registerKernel({ op: 'mul', backend: 'cpu', fn: binary((x, y) => x * y, Math.imul) });
+registerKernel({
+  op: 'scale',
+  backend: 'cpu',
+  fn: ([x]: Tensor[], { scale, bias }: ScaleAttrs) => {
+    const out = empty(x!.shape, { backend: cpu });
+    const o = cpuStorage(out);
+    const v = cpuValues(x!);
+    for (let i = 0; i < o.length; i++) o[i] = v[i]! * scale + bias;
+    return out;
+  },
+});
+registerKernel({
+  op: 'copy',
+  backend: 'cpu',
+  fn: ([x]: Tensor[]) => {
+    const out = empty(x!.shape, { dtype: x!.dtype, backend: cpu });
+    cpuStorage(out).set(cpuStorage(x!) as never);
+    return out;
+  },
+});
+registerKernel({
+  op: 'cast',
+  backend: 'cpu',
+  fn: ([x]: Tensor[], { dtype }: CastAttrs) => {
+    const out = empty(x!.shape, { dtype, backend: cpu });
+    const o = cpuStorage(out);
+    const v = cpuValues(x!);
+    const enc = encoder(dtype);
+    for (let i = 0; i < o.length; i++) o[i] = enc(castValue(x!.dtype, dtype, v[i]!));
+    return out;
+  },
+});
+registerKernel({
+  op: 'sum',
+  backend: 'cpu',
+  fn: ([x]: Tensor[], { outer, n, inner, outShape }: SumAttrs) => {
+    const out = empty(outShape, { backend: cpu });
+    const o = cpuStorage(out);
+    const v = cpuValues(x!);
+    for (let a = 0; a < outer; a++) {
+      for (let c = 0; c < inner; c++) {
+        let acc = 0; // float64
+        for (let j = 0, p = a * n * inner + c; j < n; j++, p += inner) acc += v[p]!;
+        o[a * inner + c] = acc;
       }
-      return out;
-    },
-  });
-}
+    }
+    return out;
+  },
+});

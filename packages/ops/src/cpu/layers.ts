@@ -61,61 +61,60 @@ function map<A>(op: string, f: (values: Values[], i: number, attrs: A) => number
   });
 }
 
-export function registerCpuLayerKernels(): void {
-  rows<RmsNormAttrs>('rmsNorm', ([x, w], base, o, _r, { d, eps, weightOffset }) => {
-    let ss = 0;
-    for (let j = 0; j < d; j++) ss += x![base + j]! ** 2;
-    const inv = 1 / Math.sqrt(ss / d + eps);
-    for (let j = 0; j < d; j++) o[base + j] = x![base + j]! * inv * (w ? w[j]! + weightOffset : 1);
-  });
-  rows<LayerNormAttrs>('layerNorm', ([x, ...rest], base, o, _r, { d, eps, hasWeight, hasBias }) => {
-    const w = hasWeight ? rest[0] : undefined;
-    const b = hasBias ? rest[hasWeight ? 1 : 0] : undefined;
-    let mean = 0;
-    for (let j = 0; j < d; j++) mean += x![base + j]!;
-    mean /= d;
-    let variance = 0;
-    for (let j = 0; j < d; j++) variance += (x![base + j]! - mean) ** 2;
-    const inv = 1 / Math.sqrt(variance / d + eps);
-    for (let j = 0; j < d; j++) o[base + j] = (x![base + j]! - mean) * inv * (w ? w[j]! : 1) + (b ? b[j]! : 0);
-  });
-  rows('softmax', ([x], base, o, _r, { d }) => {
-    const lse = logSumExp(x!, base, d);
-    for (let j = 0; j < d; j++) o[base + j] = Math.exp(x![base + j]! - lse);
-  });
-  rows('logSoftmax', ([x], base, o, _r, { d }) => {
-    const lse = logSumExp(x!, base, d);
-    for (let j = 0; j < d; j++) o[base + j] = x![base + j]! - lse;
-  });
-  rows('logsumexp', ([x], base, o, r, { d }) => {
-    o[r] = logSumExp(x!, base, d);
-  });
-  rows<CrossEntropyAttrs>('crossEntropy', ([x, targets], base, o, r, { d, ignoreIndex }) => {
-    const t = targets![r]!;
-    // an out-of-range target (only a target tensor can hold one) gives NaN, as on the GPU
-    o[r] = t === ignoreIndex ? 0 : t >= 0 && t < d ? logSumExp(x!, base, d) - x![base + t]! : NaN;
-  });
+// Registered on import (the package lists its kernel files under sideEffects).
+rows<RmsNormAttrs>('rmsNorm', ([x, w], base, o, _r, { d, eps, weightOffset }) => {
+  let ss = 0;
+  for (let j = 0; j < d; j++) ss += x![base + j]! ** 2;
+  const inv = 1 / Math.sqrt(ss / d + eps);
+  for (let j = 0; j < d; j++) o[base + j] = x![base + j]! * inv * (w ? w[j]! + weightOffset : 1);
+});
+rows<LayerNormAttrs>('layerNorm', ([x, ...rest], base, o, _r, { d, eps, hasWeight, hasBias }) => {
+  const w = hasWeight ? rest[0] : undefined;
+  const b = hasBias ? rest[hasWeight ? 1 : 0] : undefined;
+  let mean = 0;
+  for (let j = 0; j < d; j++) mean += x![base + j]!;
+  mean /= d;
+  let variance = 0;
+  for (let j = 0; j < d; j++) variance += (x![base + j]! - mean) ** 2;
+  const inv = 1 / Math.sqrt(variance / d + eps);
+  for (let j = 0; j < d; j++) o[base + j] = (x![base + j]! - mean) * inv * (w ? w[j]! : 1) + (b ? b[j]! : 0);
+});
+rows('softmax', ([x], base, o, _r, { d }) => {
+  const lse = logSumExp(x!, base, d);
+  for (let j = 0; j < d; j++) o[base + j] = Math.exp(x![base + j]! - lse);
+});
+rows('logSoftmax', ([x], base, o, _r, { d }) => {
+  const lse = logSumExp(x!, base, d);
+  for (let j = 0; j < d; j++) o[base + j] = x![base + j]! - lse;
+});
+rows('logsumexp', ([x], base, o, r, { d }) => {
+  o[r] = logSumExp(x!, base, d);
+});
+rows<CrossEntropyAttrs>('crossEntropy', ([x, targets], base, o, r, { d, ignoreIndex }) => {
+  const t = targets![r]!;
+  // an out-of-range target (only a target tensor can hold one) gives NaN, as on the GPU
+  o[r] = t === ignoreIndex ? 0 : t >= 0 && t < d ? logSumExp(x!, base, d) - x![base + t]! : NaN;
+});
 
-  map<EmbeddingAttrs>(
-    'embedding',
-    ([w, ids], i, { vocab, d }) => {
-      const id = ids![Math.floor(i / d)]!;
-      return id >= 0 && id < vocab ? w![id * d + (i % d)]! : NaN;
-    },
-    (_inputs, { outShape }) => outShape,
-  );
-  map('silu', ([x], i) => silu(x![i]!));
-  map<GeluAttrs>('gelu', ([x], i, { approximate }) => {
-    const v = x![i]!;
-    if (approximate === 'tanh') return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-    return 0.5 * v * (1 + erf(v / Math.SQRT2));
-  });
-  map('swiglu', ([gate, up], i) => silu(gate![i]!) * up![i]!);
-  map<XieluCoefficients>('xielu', ([x], i, { ap, an, bp, bn }) => {
-    const u = x![i]!;
-    return u > 0 ? ap * u * u + bp * u : an * u * u + bn * u;
-  });
-  map<SoftcapAttrs>('softcap', ([x], i, { cap }) => cap * Math.tanh(x![i]! / cap));
-  map<LerpAttrs>('lerp', ([a, b], i, { t }) => a![i]! + t * (b![i]! - a![i]!));
-  map<MixAttrs>('mix', ([a, b, wa, wb], i, { d }) => wa![i % d]! * a![i]! + wb![i % d]! * b![i]!);
-}
+map<EmbeddingAttrs>(
+  'embedding',
+  ([w, ids], i, { vocab, d }) => {
+    const id = ids![Math.floor(i / d)]!;
+    return id >= 0 && id < vocab ? w![id * d + (i % d)]! : NaN;
+  },
+  (_inputs, { outShape }) => outShape,
+);
+map('silu', ([x], i) => silu(x![i]!));
+map<GeluAttrs>('gelu', ([x], i, { approximate }) => {
+  const v = x![i]!;
+  if (approximate === 'tanh') return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  return 0.5 * v * (1 + erf(v / Math.SQRT2));
+});
+map('swiglu', ([gate, up], i) => silu(gate![i]!) * up![i]!);
+map<XieluCoefficients>('xielu', ([x], i, { ap, an, bp, bn }) => {
+  const u = x![i]!;
+  return u > 0 ? ap * u * u + bp * u : an * u * u + bn * u;
+});
+map<SoftcapAttrs>('softcap', ([x], i, { cap }) => cap * Math.tanh(x![i]! / cap));
+map<LerpAttrs>('lerp', ([a, b], i, { t }) => a![i]! + t * (b![i]! - a![i]!));
+map<MixAttrs>('mix', ([a, b, wa, wb], i, { d }) => wa![i % d]! * a![i]! + wb![i % d]! * b![i]!);

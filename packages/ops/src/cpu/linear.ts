@@ -24,6 +24,5 @@ function matmul([a, b, bias]: Tensor[], { batch, M, N, K, transB, bShared, outSh
   return out;
 }
 
-export function registerLinearCpu(): void {
-  registerKernel({ op: 'matmul', backend: 'cpu', fn: matmul });
-}
+// Registered on import (the package lists its kernel files under sideEffects).
+registerKernel({ op: 'matmul', backend: 'cpu', fn: matmul });

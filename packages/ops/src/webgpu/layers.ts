@@ -116,91 +116,90 @@ function rows<A extends RowAttrs>(op: string, spec: KernelSpec<A>): void {
   });
 }
 
-export function registerWebGPULayerKernels(): void {
-  rows<RmsNormAttrs>('rmsNorm', {
-    inputs: (a) => (a.hasWeight ? ['x', 'w'] : ['x']),
-    uniforms: { eps: 'f32', weight_offset: 'f32' },
-    values: (a) => ({ eps: a.eps, weight_offset: a.weightOffset }),
-    body: (a) => `
-  var acc = 0.0;
-  ${EACH} { let v = load_x(base + j); acc += v * v; }
-  let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
-  ${EACH} { store_out(base + j, load_x(base + j) * inv${a.hasWeight ? ' * (load_w(j) + u.weight_offset)' : ''}); }`,
-  });
-  rows<LayerNormAttrs>('layerNorm', {
-    inputs: (a) => ['x', ...(a.hasWeight ? ['w'] : []), ...(a.hasBias ? ['b'] : [])],
-    uniforms: { eps: 'f32' },
-    values: (a) => ({ eps: a.eps }),
-    // two passes (mean, then the variance around it) avoid the cancellation of E[x²] - E[x]²
-    body: (a) => `
-  var acc = 0.0;
-  ${EACH} { acc += load_x(base + j); }
-  let mean = reduce_sum(lid.x, acc) / f32(u.d);
-  acc = 0.0;
-  ${EACH} { let c = load_x(base + j) - mean; acc += c * c; }
-  let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
-  ${EACH} { store_out(base + j, (load_x(base + j) - mean) * inv${a.hasWeight ? ' * load_w(j)' : ''}${a.hasBias ? ' + load_b(j)' : ''}); }`,
-  });
-  rows('softmax', { inputs: ['x'], body: `${MAX_AND_SUM}\n  ${EACH} { store_out(base + j, exp(load_x(base + j) - m) / s); }` });
-  // (x - m) - log(s), not x - (m + log(s)): the latter rounds to the scale of x, which may be far larger than the result
-  rows('logSoftmax', { inputs: ['x'], body: `${MAX_AND_SUM}\n  ${EACH} { store_out(base + j, (load_x(base + j) - m) - log(s)); }` });
-  rows('logsumexp', { inputs: ['x'], body: `${MAX_AND_SUM}\n  if (lid.x == 0u) { store_out(row, m + log(s)); }` });
-  rows<CrossEntropyAttrs>('crossEntropy', {
-    inputs: ['x', 'targets'],
-    uniforms: { ignore_index: 'i32' },
-    values: (a) => ({ ignore_index: a.ignoreIndex }),
-    body: `${MAX_AND_SUM}
-  if (lid.x == 0u) {
-    let t = i32(targets[row]);
-    var loss = nan(); // an out-of-range target
-    if (t == u.ignore_index) { loss = 0.0; } else if (t >= 0 && u32(t) < u.d) { loss = (m - load_x(base + u32(t))) + log(s); }
-    store_out(row, loss);
-  }`,
-  });
+// Registered on import (the package lists its kernel files under sideEffects).
+rows<RmsNormAttrs>('rmsNorm', {
+  inputs: (a) => (a.hasWeight ? ['x', 'w'] : ['x']),
+  uniforms: { eps: 'f32', weight_offset: 'f32' },
+  values: (a) => ({ eps: a.eps, weight_offset: a.weightOffset }),
+  body: (a) => `
+var acc = 0.0;
+${EACH} { let v = load_x(base + j); acc += v * v; }
+let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
+${EACH} { store_out(base + j, load_x(base + j) * inv${a.hasWeight ? ' * (load_w(j) + u.weight_offset)' : ''}); }`,
+});
+rows<LayerNormAttrs>('layerNorm', {
+  inputs: (a) => ['x', ...(a.hasWeight ? ['w'] : []), ...(a.hasBias ? ['b'] : [])],
+  uniforms: { eps: 'f32' },
+  values: (a) => ({ eps: a.eps }),
+  // two passes (mean, then the variance around it) avoid the cancellation of E[x²] - E[x]²
+  body: (a) => `
+var acc = 0.0;
+${EACH} { acc += load_x(base + j); }
+let mean = reduce_sum(lid.x, acc) / f32(u.d);
+acc = 0.0;
+${EACH} { let c = load_x(base + j) - mean; acc += c * c; }
+let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
+${EACH} { store_out(base + j, (load_x(base + j) - mean) * inv${a.hasWeight ? ' * load_w(j)' : ''}${a.hasBias ? ' + load_b(j)' : ''}); }`,
+});
+rows('softmax', { inputs: ['x'], body: `${MAX_AND_SUM}\n  ${EACH} { store_out(base + j, exp(load_x(base + j) - m) / s); }` });
+// (x - m) - log(s), not x - (m + log(s)): the latter rounds to the scale of x, which may be far larger than the result
+rows('logSoftmax', { inputs: ['x'], body: `${MAX_AND_SUM}\n  ${EACH} { store_out(base + j, (load_x(base + j) - m) - log(s)); }` });
+rows('logsumexp', { inputs: ['x'], body: `${MAX_AND_SUM}\n  if (lid.x == 0u) { store_out(row, m + log(s)); }` });
+rows<CrossEntropyAttrs>('crossEntropy', {
+  inputs: ['x', 'targets'],
+  uniforms: { ignore_index: 'i32' },
+  values: (a) => ({ ignore_index: a.ignoreIndex }),
+  body: `${MAX_AND_SUM}
+if (lid.x == 0u) {
+  let t = i32(targets[row]);
+  var loss = nan(); // an out-of-range target
+  if (t == u.ignore_index) { loss = 0.0; } else if (t >= 0 && u32(t) < u.d) { loss = (m - load_x(base + u32(t))) + log(s); }
+  store_out(row, loss);
+}`,
+});
 
-  map<EmbeddingAttrs>('embedding', {
-    inputs: ['w', 'ids'],
-    uniforms: { d: 'u32', vocab: 'u32' },
-    values: (a) => ({ d: a.d, vocab: a.vocab }),
-    shape: (a) => a.outShape,
-    // an out-of-range id (negative i32 ids wrap to large u32) reads row 0 instead, so nothing is read out of bounds, and writes NaN
-    body: `  let id = u32(ids[idx / u.d]);
-  let ok = id < u.vocab;
-  store_out(idx, select(nan(), load_w(select(0u, id, ok) * u.d + idx % u.d), ok));`,
-  });
-  map('silu', { inputs: ['x'], body: '  store_out(idx, silu(load_x(idx)));' });
-  map<GeluAttrs>('gelu', {
-    inputs: ['x'],
-    uniforms: { tanh_form: 'u32' },
-    values: (a) => ({ tanh_form: a.approximate === 'tanh' ? 1 : 0 }),
-    body: '  store_out(idx, gelu(load_x(idx), u.tanh_form));',
-  });
-  map('swiglu', { inputs: ['gate', 'up'], body: '  store_out(idx, silu(load_gate(idx)) * load_up(idx));' });
-  map<XieluCoefficients>('xielu', {
-    inputs: ['x'],
-    uniforms: { ap: 'f32', an: 'f32', bp: 'f32', bn: 'f32' },
-    values: ({ ap, an, bp, bn }) => ({ ap, an, bp, bn }),
-    body: `  let v = load_x(idx);
-  store_out(idx, select(u.an * v * v + u.bn * v, u.ap * v * v + u.bp * v, v > 0.0));`,
-  });
-  map<SoftcapAttrs>('softcap', {
-    inputs: ['x'],
-    uniforms: { cap: 'f32' },
-    values: (a) => ({ cap: a.cap }),
-    body: '  store_out(idx, u.cap * tanh_safe(load_x(idx) / u.cap));',
-  });
-  map<LerpAttrs>('lerp', {
-    inputs: ['a', 'b'],
-    uniforms: { t: 'f32' },
-    values: (a) => ({ t: a.t }),
-    body: `  let va = load_a(idx);
-  store_out(idx, va + u.t * (load_b(idx) - va));`,
-  });
-  map<MixAttrs>('mix', {
-    inputs: ['a', 'b', 'wa', 'wb'],
-    uniforms: { d: 'u32' },
-    values: (a) => ({ d: a.d }),
-    body: `  let c = idx % u.d;
-  store_out(idx, load_wa(c) * load_a(idx) + load_wb(c) * load_b(idx));`,
-  });
-}
+map<EmbeddingAttrs>('embedding', {
+  inputs: ['w', 'ids'],
+  uniforms: { d: 'u32', vocab: 'u32' },
+  values: (a) => ({ d: a.d, vocab: a.vocab }),
+  shape: (a) => a.outShape,
+  // an out-of-range id (negative i32 ids wrap to large u32) reads row 0 instead, so nothing is read out of bounds, and writes NaN
+  body: `  let id = u32(ids[idx / u.d]);
+let ok = id < u.vocab;
+store_out(idx, select(nan(), load_w(select(0u, id, ok) * u.d + idx % u.d), ok));`,
+});
+map('silu', { inputs: ['x'], body: '  store_out(idx, silu(load_x(idx)));' });
+map<GeluAttrs>('gelu', {
+  inputs: ['x'],
+  uniforms: { tanh_form: 'u32' },
+  values: (a) => ({ tanh_form: a.approximate === 'tanh' ? 1 : 0 }),
+  body: '  store_out(idx, gelu(load_x(idx), u.tanh_form));',
+});
+map('swiglu', { inputs: ['gate', 'up'], body: '  store_out(idx, silu(load_gate(idx)) * load_up(idx));' });
+map<XieluCoefficients>('xielu', {
+  inputs: ['x'],
+  uniforms: { ap: 'f32', an: 'f32', bp: 'f32', bn: 'f32' },
+  values: ({ ap, an, bp, bn }) => ({ ap, an, bp, bn }),
+  body: `  let v = load_x(idx);
+store_out(idx, select(u.an * v * v + u.bn * v, u.ap * v * v + u.bp * v, v > 0.0));`,
+});
+map<SoftcapAttrs>('softcap', {
+  inputs: ['x'],
+  uniforms: { cap: 'f32' },
+  values: (a) => ({ cap: a.cap }),
+  body: '  store_out(idx, u.cap * tanh_safe(load_x(idx) / u.cap));',
+});
+map<LerpAttrs>('lerp', {
+  inputs: ['a', 'b'],
+  uniforms: { t: 'f32' },
+  values: (a) => ({ t: a.t }),
+  body: `  let va = load_a(idx);
+store_out(idx, va + u.t * (load_b(idx) - va));`,
+});
+map<MixAttrs>('mix', {
+  inputs: ['a', 'b', 'wa', 'wb'],
+  uniforms: { d: 'u32' },
+  values: (a) => ({ d: a.d }),
+  body: `  let c = idx % u.d;
+store_out(idx, load_wa(c) * load_a(idx) + load_wb(c) * load_b(idx));`,
+});

@@ -244,14 +244,13 @@ function useGemv({ batch, M, K, transB }: MatmulAttrs): boolean {
   return transB && batch === 1 && M <= GEMV_MAX_ROWS && K % 4 === 0;
 }
 
-export function registerLinearWebGPU(): void {
-  registerKernel({
-    op: 'matmul',
-    backend: 'webgpu',
-    fn: matmul,
-    verify: (_inputs, { batch, M, N }: MatmulAttrs, backend: WebGPUBackend) => {
-      const max = backend.limits.maxComputeWorkgroupsPerDimension!;
-      return (batch <= max && Math.ceil(M / DEFAULT_TILE.BM) <= max && Math.ceil(N / DEFAULT_TILE.BN) <= max) || `grid too large for ${batch} x ${M} x ${N}`;
-    },
-  });
-}
+// Registered on import (the package lists its kernel files under sideEffects).
+registerKernel({
+  op: 'matmul',
+  backend: 'webgpu',
+  fn: matmul,
+  verify: (_inputs, { batch, M, N }: MatmulAttrs, backend: WebGPUBackend) => {
+    const max = backend.limits.maxComputeWorkgroupsPerDimension!;
+    return (batch <= max && Math.ceil(M / DEFAULT_TILE.BM) <= max && Math.ceil(N / DEFAULT_TILE.BN) <= max) || `grid too large for ${batch} x ${M} x ${N}`;
+  },
+});

@@ -37,24 +37,23 @@ function castProgram(from: DType, to: DType): Program {
   });
 }
 
-export function registerCastKernels(): void {
-  registerKernel({
-    op: 'copy',
-    backend: 'webgpu',
-    fn: ([x]: Tensor[], _attrs: unknown, backend: WebGPUBackend) => {
-      const out = empty(x!.shape, { dtype: x!.dtype, backend });
-      backend.copyBuffer(x!, out, gpuByteSize(x!.dtype, x!.size));
-      return out;
-    },
-  });
-  registerKernel({
-    op: 'cast',
-    backend: 'webgpu',
-    fn: async ([x]: Tensor[], { dtype }: CastAttrs, backend: WebGPUBackend) => {
-      const out = empty(x!.shape, { dtype, backend });
-      const words = dtype === 'f16' || dtype === 'bf16' ? Math.ceil(x!.size / 2) : x!.size;
-      await backend.run(castProgram(x!.dtype, dtype), [x!], [out], { n: x!.size }, grid1d(words, WG));
-      return out;
-    },
-  });
-}
+// Registered on import (the package lists this file under sideEffects).
+registerKernel({
+  op: 'copy',
+  backend: 'webgpu',
+  fn: ([x]: Tensor[], _attrs: unknown, backend: WebGPUBackend) => {
+    const out = empty(x!.shape, { dtype: x!.dtype, backend });
+    backend.copyBuffer(x!, out, gpuByteSize(x!.dtype, x!.size));
+    return out;
+  },
+});
+registerKernel({
+  op: 'cast',
+  backend: 'webgpu',
+  fn: async ([x]: Tensor[], { dtype }: CastAttrs, backend: WebGPUBackend) => {
+    const out = empty(x!.shape, { dtype, backend });
+    const words = dtype === 'f16' || dtype === 'bf16' ? Math.ceil(x!.size / 2) : x!.size;
+    await backend.run(castProgram(x!.dtype, dtype), [x!], [out], { n: x!.size }, grid1d(words, WG));
+    return out;
+  },
+});

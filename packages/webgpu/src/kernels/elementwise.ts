@@ -55,26 +55,25 @@ function binary(op: 'add' | 'mul') {
 
 const rankFits = ([a, b]: Tensor[], attrs: BinaryAttrs) => attrs.outShape.length <= MAX_RANK || `broadcast rank ${attrs.outShape.length} > ${MAX_RANK} (a ${a!.rank}, b ${b!.rank})`;
 
-export function registerElementwiseKernels(): void {
-  registerKernel({ op: 'add', backend: 'webgpu', fn: binary('add'), verify: rankFits });
-  registerKernel({ op: 'mul', backend: 'webgpu', fn: binary('mul'), verify: rankFits });
-  registerKernel({
-    op: 'scale',
-    backend: 'webgpu',
-    fn: async ([x]: Tensor[], { scale, bias }: ScaleAttrs, backend: WebGPUBackend) => {
-      const out = empty(x!.shape, { backend });
-      const prog = cached(`scale:${x!.dtype}`, () =>
-        program({
-          name: 'scale',
-          inputs: { x: x!.dtype },
-          outputs: { out: 'f32' },
-          uniforms: { n: 'u32', scale: 'f32', bias: 'f32' },
-          workgroupSize: WG,
-          main: `  if (idx >= u.n) { return; }\n  store_out(idx, load_x(idx) * u.scale + u.bias);`,
-        }),
-      );
-      await backend.run(prog, [x!], [out], { n: out.size, scale, bias }, grid1d(out.size, WG));
-      return out;
-    },
-  });
-}
+// Registered on import (the package lists this file under sideEffects).
+registerKernel({ op: 'add', backend: 'webgpu', fn: binary('add'), verify: rankFits });
+registerKernel({ op: 'mul', backend: 'webgpu', fn: binary('mul'), verify: rankFits });
+registerKernel({
+  op: 'scale',
+  backend: 'webgpu',
+  fn: async ([x]: Tensor[], { scale, bias }: ScaleAttrs, backend: WebGPUBackend) => {
+    const out = empty(x!.shape, { backend });
+    const prog = cached(`scale:${x!.dtype}`, () =>
+      program({
+        name: 'scale',
+        inputs: { x: x!.dtype },
+        outputs: { out: 'f32' },
+        uniforms: { n: 'u32', scale: 'f32', bias: 'f32' },
+        workgroupSize: WG,
+        main: `  if (idx >= u.n) { return; }\n  store_out(idx, load_x(idx) * u.scale + u.bias);`,
+      }),
+    );
+    await backend.run(prog, [x!], [out], { n: out.size, scale, bias }, grid1d(out.size, WG));
+    return out;
+  },
+});

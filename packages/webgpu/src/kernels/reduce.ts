@@ -77,6 +77,5 @@ async function sum([x]: Tensor[], { outer, n, inner, outShape }: SumAttrs, backe
   return out;
 }
 
-export function registerReduceKernels(): void {
-  registerKernel({ op: 'sum', backend: 'webgpu', fn: sum });
-}
+// Registered on import (the package lists this file under sideEffects).
+registerKernel({ op: 'sum', backend: 'webgpu', fn: sum });
