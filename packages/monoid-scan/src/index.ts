@@ -1,6 +1,172 @@
 /**
- * @phalanx/monoid-scan: Spartacus's causal monoid state compression: gated linear attention with vector decay, chunked prefill and O(1) decode.
+ * @phalanx/monoid-scan: Spartacus's causal monoid state compression: gated linear attention with vector
+ * decay, chunked prefill and O(1) decode. Per head, with S a Dk x Dv state:
+ *   S_t = diag(exp(logDecay_t)) S_{t-1} + k_t v_t^T,   o_t = S_t^T q_t   (read after the update)
+ * No scaling is applied inside: callers scale q. Importing the package registers its CPU kernels.
  *
- * Not implemented yet: its own issue fills this package.
+ * @example
+ * import { full, randn } from '@phalanx/core';
+ * import { monoidScan, monoidStep } from '@phalanx/monoid-scan';
+ * const [B, T, H, D] = [1, 16, 2, 8];
+ * const q = randn([B, T, H, D], { seed: 1 }), k = randn([B, T, H, D], { seed: 2 }), v = randn([B, T, H, D], { seed: 3 });
+ * const logDecay = full([B, T, H], -0.05);
+ * const { output, finalState } = await monoidScan({ q, k, v, logDecay }, { mode: 'chunk', chunkSize: 8 });
+ * // then one token at a time from the prefilled state:
+ * // q1, k1, v1: [B, H, D]; ld1: [B, H]
+ * const step = await monoidStep(finalState, { q: q1, k: k1, v: v1, logDecay: ld1 });
  */
-export {};
+import { DTypeError, InputError, ShapeError, type Tensor, formatShape, runKernel } from '@phalanx/core';
+import './cpu.js';
+
+export { type MonoidElement, combine, identity, prefixScan } from './scan.js';
+
+/**
+ * 'recurrent': the literal recurrence (the reference). 'chunk': the chunked form with sub-chunk
+ * stabilisation (spec 1.5d). 'scan': a log-depth Hillis-Steele scan with `combine` (keeps T states: for tests
+ * and small T). 'auto': the backend's choice; on the CPU that is 'recurrent', its cheapest form.
+ */
+export type MonoidScanMode = 'auto' | 'recurrent' | 'chunk' | 'scan';
+
+export interface MonoidScanInputs {
+  /** [B, T, H, Dk], already scaled. */
+  q: Tensor;
+  /** [B, T, H, Dk]. */
+  k: Tensor;
+  /** [B, T, H, Dv]. */
+  v: Tensor;
+  /** [B, T, H, Dk] (vector decay) or [B, T, H] (one per head); log of the decay, so <= 0 for a decay in (0, 1]. */
+  logDecay: Tensor;
+  /** [B, H, Dk, Dv], or [N, H, Dk, Dv] with N packed sequences; zeros when absent. */
+  initialState?: Tensor;
+}
+
+export interface MonoidScanOptions {
+  /** Default 'auto'. */
+  mode?: MonoidScanMode;
+  /** Tokens per chunk in mode 'chunk'. Default 64 (spec 1.10 [D]). */
+  chunkSize?: number;
+  /**
+   * Rows per sub-chunk in mode 'chunk': scores between different sub-chunks are factored with a reference
+   * log-decay so every exponent is <= 0. Default 16 (spec 1.5d [D]); a value >= chunkSize evaluates the whole
+   * chunk element by element.
+   */
+  subChunkSize?: number;
+  /**
+   * Packed sequences (B = 1): token offsets [0, end_1, ..., T] of N sequences. The state restarts at each
+   * boundary from that sequence's initial state; initialState and finalState are then [N, H, Dk, Dv].
+   */
+  cuSeqlens?: ArrayLike<number>;
+}
+
+export interface MonoidScanResult {
+  /** [B, T, H, Dv], f32. */
+  output: Tensor;
+  /** [B or N, H, Dk, Dv], f32: the state after each sequence's last token. */
+  finalState: Tensor;
+}
+
+/** One sequence: tokens [start, end) of batch row `batch`; its states are initialState[n] and finalState[n]. */
+export interface Sequence {
+  batch: number;
+  start: number;
+  end: number;
+}
+
+/** Attributes of 'monoidScan' and 'monoidStep' (a step is a scan of T = 1 from a given state). */
+export interface MonoidScanAttrs {
+  B: number;
+  T: number;
+  H: number;
+  Dk: number;
+  Dv: number;
+  /** logDecay is one value per (token, head) rather than per key dim. */
+  scalarDecay: boolean;
+  /** The fifth input is the initial state; zeros otherwise. */
+  hasInitialState: boolean;
+  sequences: Sequence[];
+  mode: MonoidScanMode;
+  chunkSize: number;
+  subChunkSize: number;
+  outputShape: number[];
+  stateShape: number[];
+}
+
+const FLOAT = ['f32', 'f16', 'bf16'];
+
+function checkInput(t: Tensor, role: string, op: string, expected: readonly number[][]): void {
+  const name = `${role} (${t.name ?? 'tensor'})`;
+  if (!FLOAT.includes(t.dtype)) throw new DTypeError(`${op}: ${name} is ${t.dtype}; expected ${FLOAT.join(', ')}`);
+  if (!expected.some((s) => s.length === t.rank && s.every((d, i) => d === t.shape[i]))) {
+    throw new ShapeError(`${op}: ${name} is ${formatShape(t.shape)}; expected ${expected.map(formatShape).join(' or ')}`);
+  }
+}
+
+function positiveInt(value: number, what: string): number {
+  if (!Number.isInteger(value) || value < 1) throw new InputError(`monoidScan: ${what} must be a positive integer, got ${value}`);
+  return value;
+}
+
+/** Sequences of the packed layout, from offsets [0, ..., T]. */
+function packedSequences(cuSeqlens: ArrayLike<number>, B: number, T: number, q: Tensor): Sequence[] {
+  if (B !== 1) throw new ShapeError(`monoidScan: cuSeqlens packs sequences along T, so q (${q.name ?? 'tensor'}) ${formatShape(q.shape)} must have B = 1`);
+  const cu = Array.from(cuSeqlens);
+  const valid = cu.length >= 2 && cu[0] === 0 && cu[cu.length - 1] === T && cu.every((c, i) => Number.isInteger(c) && (i === 0 || c >= cu[i - 1]!));
+  if (!valid) throw new InputError(`monoidScan: cuSeqlens [${cu.join(', ')}] must be non-decreasing integers from 0 to T = ${T}`);
+  return cu.slice(1).map((end, n) => ({ batch: 0, start: cu[n]!, end }));
+}
+
+/**
+ * The whole scan: output [B, T, H, Dv] and the state after the last token. With `cuSeqlens`, B = 1 holds N
+ * sequences back to back, each starting from its own initial state.
+ */
+export async function monoidScan(inputs: MonoidScanInputs, options: MonoidScanOptions = {}): Promise<MonoidScanResult> {
+  const { q, k, v, logDecay, initialState } = inputs;
+  const op = 'monoidScan';
+  if (q.rank !== 4) throw new ShapeError(`${op}: q (${q.name ?? 'tensor'}) is ${formatShape(q.shape)}; expected [B, T, H, Dk]`);
+  const [B, T, H, Dk] = q.shape as [number, number, number, number];
+  checkInput(k, 'k', op, [[B, T, H, Dk]]);
+  if (v.rank !== 4) throw new ShapeError(`${op}: v (${v.name ?? 'tensor'}) is ${formatShape(v.shape)}; expected [${B}, ${T}, ${H}, Dv]`);
+  const Dv = v.shape[3]!;
+  checkInput(v, 'v', op, [[B, T, H, Dv]]);
+  checkInput(logDecay, 'logDecay', op, [[B, T, H, Dk], [B, T, H]]);
+  checkInput(q, 'q', op, [[B, T, H, Dk]]);
+
+  const sequences = options.cuSeqlens ? packedSequences(options.cuSeqlens, B, T, q) : Array.from({ length: B }, (_, b) => ({ batch: b, start: 0, end: T }));
+  const stateShape = [sequences.length, H, Dk, Dv];
+  if (initialState) checkInput(initialState, 'initialState', op, [stateShape]);
+
+  const mode = options.mode ?? 'auto';
+  if (!['auto', 'recurrent', 'chunk', 'scan'].includes(mode)) throw new InputError(`${op}: unknown mode '${mode}'; expected auto, recurrent, chunk or scan`);
+  const chunkSize = positiveInt(options.chunkSize ?? 64, 'chunkSize');
+  const subChunkSize = positiveInt(options.subChunkSize ?? 16, 'subChunkSize');
+
+  const attrs: MonoidScanAttrs = {
+    B, T, H, Dk, Dv, scalarDecay: logDecay.rank === 3, hasInitialState: !!initialState, sequences, mode, chunkSize, subChunkSize, outputShape: [B, T, H, Dv], stateShape,
+  };
+  const [output, finalState] = await runKernel(op, initialState ? [q, k, v, logDecay, initialState] : [q, k, v, logDecay], attrs);
+  return { output: output!, finalState: finalState! };
+}
+
+/**
+ * One decode step per sequence, O(Dk Dv) per head: S <- diag(exp(logDecay)) S + k v^T, output S^T q.
+ * state: [B, H, Dk, Dv]; q, k: [B, H, Dk]; v: [B, H, Dv]; logDecay: [B, H, Dk] or [B, H]. Returns the output
+ * [B, H, Dv] and the new state (a new tensor: the caller disposes the old one).
+ */
+export async function monoidStep(state: Tensor, inputs: { q: Tensor; k: Tensor; v: Tensor; logDecay: Tensor }): Promise<{ output: Tensor; state: Tensor }> {
+  const { q, k, v, logDecay } = inputs;
+  const op = 'monoidStep';
+  if (state.rank !== 4) throw new ShapeError(`${op}: state (${state.name ?? 'tensor'}) is ${formatShape(state.shape)}; expected [B, H, Dk, Dv]`);
+  const [B, H, Dk, Dv] = state.shape as [number, number, number, number];
+  checkInput(state, 'state', op, [[B, H, Dk, Dv]]);
+  checkInput(q, 'q', op, [[B, H, Dk]]);
+  checkInput(k, 'k', op, [[B, H, Dk]]);
+  checkInput(v, 'v', op, [[B, H, Dv]]);
+  checkInput(logDecay, 'logDecay', op, [[B, H, Dk], [B, H]]);
+  // [B, H, D] is laid out as [B, T = 1, H, D]
+  const attrs: MonoidScanAttrs = {
+    B, T: 1, H, Dk, Dv, scalarDecay: logDecay.rank === 2, hasInitialState: true, sequences: Array.from({ length: B }, (_, b) => ({ batch: b, start: 0, end: 1 })),
+    mode: 'recurrent', chunkSize: 1, subChunkSize: 1, outputShape: [B, H, Dv], stateShape: [B, H, Dk, Dv],
+  };
+  const [output, next] = await runKernel(op, [q, k, v, logDecay, state], attrs);
+  return { output: output!, state: next! };
+}
