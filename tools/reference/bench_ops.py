@@ -35,12 +35,12 @@ def emit(name, median, minimum, **extra):
 
 g = torch.Generator(device=dev).manual_seed(0)
 
-n = 2**28
-x = torch.randn(n, device=dev, generator=g)
-y = torch.empty_like(x)
-med, mn = time_ms(lambda: y.copy_(x))
-emit("copy-1GiB", med, mn, GBps=2 * 4 * n / med / 1e6)
-del x, y
+for name, n in [("copy-1GiB", 2**28), ("copy-64MiB", 2**24)]:
+    x = torch.randn(n, device=dev, generator=g)
+    y = torch.empty_like(x)
+    med, mn = time_ms(lambda: y.copy_(x), reps=50)
+    emit(name, med, mn, GBps=2 * 4 * n / med / 1e6)
+    del x, y
 
 for name, M, N, K, trans in [("matmul-2048", 2048, 2048, 2048, False), ("matmul-4096", 4096, 4096, 4096, False), ("linear-4096", 4096, 4096, 4096, True)]:
     a = torch.randn(M, K, device=dev, generator=g)
@@ -49,7 +49,7 @@ for name, M, N, K, trans in [("matmul-2048", 2048, 2048, 2048, False), ("matmul-
     med, mn = time_ms(fn)
     emit(name, med, mn, TFLOPs=2 * M * N * K / med / 1e9)
 
-for name, N, K, dtype in [("gemv-4096x4096", 4096, 4096, torch.float32), ("gemv-2048x8192", 2048, 8192, torch.float32), ("gemv-8192x2048", 8192, 2048, torch.float32), ("gemv-4096x4096-bf16", 4096, 4096, torch.bfloat16)]:
+for name, N, K, dtype in [("gemv-4096x4096", 4096, 4096, torch.float32), ("gemv-2048x8192", 2048, 8192, torch.float32), ("gemv-8192x2048", 8192, 2048, torch.float32), ("gemv-4096x4096-bf16", 4096, 4096, torch.bfloat16), ("gemv-16384x8192", 16384, 8192, torch.float32)]:
     xv = torch.randn(1, K, device=dev, generator=g, dtype=dtype)
     w = torch.randn(N, K, device=dev, generator=g).to(dtype)
     med, mn = time_ms(lambda: torch.nn.functional.linear(xv, w), reps=50)

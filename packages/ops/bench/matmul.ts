@@ -20,6 +20,7 @@ interface Case {
 
 const FULL: Case[] = [
   { name: 'copy-1GiB', kind: 'copy', M: 0, N: 0, K: 2 ** 28 },
+  { name: 'copy-64MiB', kind: 'copy', M: 0, N: 0, K: 2 ** 24 },
   { name: 'matmul-2048', kind: 'matmul', M: 2048, N: 2048, K: 2048 },
   { name: 'matmul-4096', kind: 'matmul', M: 4096, N: 4096, K: 4096 },
   { name: 'linear-4096', kind: 'matmul', M: 4096, N: 4096, K: 4096, transB: true },
@@ -27,6 +28,7 @@ const FULL: Case[] = [
   { name: 'gemv-2048x8192', kind: 'gemv', M: 1, N: 2048, K: 8192 },
   { name: 'gemv-8192x2048', kind: 'gemv', M: 1, N: 8192, K: 2048 },
   { name: 'gemv-4096x4096-bf16', kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'bf16' },
+  { name: 'gemv-16384x8192', kind: 'gemv', M: 1, N: 16384, K: 8192 },
 ];
 
 const QUICK: Case[] = [
