@@ -1,7 +1,7 @@
 import { type Backend } from './backend.js';
 import { cpu } from './cpu/backend.js';
-import { type DataArray, type DType, type StorageArray, allocStorage, assertDType, storageToData, toStorage } from './dtype.js';
-import { InputError, ShapeError } from './errors.js';
+import { type DataArray, type DType, type StorageArray, allocStorage, assertDType, isFloat, storageToData, toStorage } from './dtype.js';
+import { DTypeError, InputError, ShapeError } from './errors.js';
 import { Rng } from './rng.js';
 import { type Shape, formatShape, resolveReshape, sizeOf } from './shape.js';
 
@@ -102,6 +102,11 @@ export class Tensor {
     if (!this.ref) throw new InputError(`${this.name ?? 'tensor'} ${formatShape(this.shape)} was disposed`);
     return this.ref;
   }
+}
+
+/** Refuses a tensor that is not f32, f16 or bf16, naming the op and the tensor (its name, else `role`). */
+export function assertFloat(op: string, t: Tensor, role: string): void {
+  if (!isFloat(t.dtype)) throw new DTypeError(`${op}: ${t.name ?? role} is ${t.dtype}, expected f32, f16 or bf16`);
 }
 
 export interface TensorOptions {

@@ -15,7 +15,7 @@
  * // q1, k1, v1: [B, H, D]; ld1: [B, H]
  * const step = await monoidStep(finalState, { q: q1, k: k1, v: v1, logDecay: ld1 });
  */
-import { DTypeError, InputError, ShapeError, type Tensor, formatShape, runKernel } from '@phalanx/core';
+import { InputError, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu.js';
 
 export { type MonoidElement, combine, identity, prefixScan } from './scan.js';
@@ -91,11 +91,9 @@ export interface MonoidScanAttrs {
   stateShape: number[];
 }
 
-const FLOAT = ['f32', 'f16', 'bf16'];
-
 function checkInput(t: Tensor, role: string, op: string, expected: readonly number[][]): void {
   const name = `${role} (${t.name ?? 'tensor'})`;
-  if (!FLOAT.includes(t.dtype)) throw new DTypeError(`${op}: ${name} is ${t.dtype}; expected ${FLOAT.join(', ')}`);
+  assertFloat(op, t, role);
   if (!expected.some((s) => s.length === t.rank && s.every((d, i) => d === t.shape[i]))) {
     throw new ShapeError(`${op}: ${name} is ${formatShape(t.shape)}; expected ${expected.map(formatShape).join(' or ')}`);
   }

@@ -228,7 +228,7 @@ describe('monoidScan on cpu: every mode equals the float64 recurrence', () => {
     await expect(monoidScan({ ...one, initialState: bad([1, 2, 3, 5], 'h0') }, { cuSeqlens: [0, 1, 4] })).rejects.toThrow(/h0\) is \[1, 2, 3, 5\]; expected \[2, 2, 3, 5\]/);
     await expect(monoidScan(one, { mode: 'chunk', chunkSize: 0 })).rejects.toThrow(/chunkSize must be a positive integer/);
     await expect(monoidScan(one, { mode: 'fast' as MonoidScanMode })).rejects.toThrow(/unknown mode 'fast'/);
-    await expect(monoidScan({ ...one, q: tensor(new Int32Array(24), [1, 4, 2, 3]) })).rejects.toThrow(/q \(tensor\) is i32/);
+    await expect(monoidScan({ ...one, q: tensor(new Int32Array(24), [1, 4, 2, 3]) })).rejects.toThrow(/monoidScan: q is i32, expected f32, f16 or bf16/);
     const state = zeros([2, 2, 3, 5], { name: 'S' });
     const step = { q: bad([2, 2, 3], 'q'), k: bad([2, 2, 3], 'k'), v: bad([2, 2, 5], 'v'), logDecay: bad([2, 2], 'g') };
     await expect(monoidStep(state, { ...step, v: bad([2, 2, 4], 'v1') })).rejects.toThrow(/monoidStep: v \(v1\) is \[2, 2, 4\]; expected \[2, 2, 5\]/);

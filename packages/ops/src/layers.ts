@@ -9,7 +9,7 @@
  * const x = tensor([1, 2, 3, 4], [2, 2]);
  * const y = await softmax(await rmsNorm(x, null));
  */
-import { DTypeError, InputError, ShapeError, formatShape, isFloat, runKernel, sameShape, sizeOf, Tensor, tensor } from '@phalanx/core';
+import { DTypeError, InputError, ShapeError, assertFloat, formatShape, runKernel, sameShape, sizeOf, Tensor, tensor } from '@phalanx/core';
 import './cpu/layers.js';
 import './webgpu/layers.js';
 
@@ -90,13 +90,9 @@ export const XIELU_GOLF_COEFFICIENTS: readonly Readonly<XieluCoefficients>[] = O
 
 const nameOf = (t: Tensor, fallback: string) => t.name ?? fallback;
 
-function checkFloat(op: string, t: Tensor, name: string): void {
-  if (!isFloat(t.dtype)) throw new DTypeError(`${op}: ${nameOf(t, name)} is ${t.dtype}, expected f32, f16 or bf16`);
-}
-
 /** A float tensor of exactly the `expected` shape. */
 function checkShape(op: string, t: Tensor, name: string, expected: readonly number[], why = ''): void {
-  checkFloat(op, t, name);
+  assertFloat(op, t, name);
   if (!sameShape(t.shape, expected)) throw new ShapeError(`${op}: ${nameOf(t, name)} has shape ${formatShape(t.shape)}, expected ${formatShape(expected)}${why}`);
 }
 
@@ -106,7 +102,7 @@ function checkNumber(op: string, name: string, v: number): void {
 
 /** Validates a float input of rank >= 1 with a non-empty last dim and views it as [rows, d]. */
 function rowAttrs(op: string, x: Tensor, name = 'x'): RowAttrs {
-  checkFloat(op, x, name);
+  assertFloat(op, x, name);
   const d = x.shape[x.rank - 1] ?? 0;
   if (d === 0) throw new ShapeError(`${op}: ${nameOf(x, name)} has shape ${formatShape(x.shape)}, expected [..., d] with d >= 1`);
   return { rows: x.size / d, d, outShape: [...x.shape] };
@@ -216,7 +212,7 @@ export async function crossEntropy(logits: Tensor, targets: ArrayLike<number> | 
  * check: an out-of-range id there gives a row of NaN (the kernels never read outside `weight`).
  */
 export async function embedding(weight: Tensor, ids: ArrayLike<number> | Tensor, options: { shape?: readonly number[] } = {}): Promise<Tensor> {
-  checkFloat('embedding', weight, 'weight');
+  assertFloat('embedding', weight, 'weight');
   if (weight.rank !== 2 || weight.shape[0] === 0) throw new ShapeError(`embedding: ${nameOf(weight, 'weight')} has shape ${formatShape(weight.shape)}, expected [V, D] with V >= 1`);
   const [vocab, d] = weight.shape as [number, number];
   if (ids instanceof Tensor) {
@@ -237,28 +233,28 @@ export async function embedding(weight: Tensor, ids: ArrayLike<number> | Tensor,
 
 /** x * sigmoid(x). */
 export async function silu(x: Tensor): Promise<Tensor> {
-  checkFloat('silu', x, 'x');
+  assertFloat('silu', x, 'x');
   return one('silu', [x], {});
 }
 
 /** GELU: 0.5 x (1 + erf(x / √2)), or with `approximate: 'tanh'` 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))). */
 export async function gelu(x: Tensor, options: { approximate?: 'none' | 'tanh' } = {}): Promise<Tensor> {
   const { approximate = 'none' } = options;
-  checkFloat('gelu', x, 'x');
+  assertFloat('gelu', x, 'x');
   if (approximate !== 'none' && approximate !== 'tanh') throw new InputError(`gelu: approximate must be 'none' or 'tanh', got '${approximate}'`);
   return one('gelu', [x], { approximate } satisfies GeluAttrs);
 }
 
 /** silu(gate) * up, for gate and up of one shape. */
 export async function swiglu(gate: Tensor, up: Tensor): Promise<Tensor> {
-  checkFloat('swiglu', gate, 'gate');
+  assertFloat('swiglu', gate, 'gate');
   checkShape('swiglu', up, 'up', gate.shape, ` (the shape of ${nameOf(gate, 'gate')})`);
   return one('swiglu', [gate, up], {});
 }
 
 /** The piecewise-quadratic xIELU of spec §3.5: ap u² + bp u for u > 0, an u² + bn u for u <= 0. */
 export async function xielu(x: Tensor, coefficients: XieluCoefficients): Promise<Tensor> {
-  checkFloat('xielu', x, 'x');
+  assertFloat('xielu', x, 'x');
   const { ap, an, bp, bn } = coefficients;
   for (const [k, v] of Object.entries({ ap, an, bp, bn })) checkNumber('xielu', k, v);
   return one('xielu', [x], { ap, an, bp, bn } satisfies XieluCoefficients);
@@ -266,7 +262,7 @@ export async function xielu(x: Tensor, coefficients: XieluCoefficients): Promise
 
 /** cap * tanh(x / cap): squashes x smoothly into (-cap, cap). */
 export async function softcap(x: Tensor, cap: number): Promise<Tensor> {
-  checkFloat('softcap', x, 'x');
+  assertFloat('softcap', x, 'x');
   checkNumber('softcap', 'cap', cap);
   if (cap <= 0) throw new InputError(`softcap: cap must be > 0, got ${cap}`);
   return one('softcap', [x], { cap } satisfies SoftcapAttrs);
@@ -276,7 +272,7 @@ export async function softcap(x: Tensor, cap: number): Promise<Tensor> {
 
 /** a + t * (b - a), for a and b of one shape. */
 export async function lerp(a: Tensor, b: Tensor, t: number): Promise<Tensor> {
-  checkFloat('lerp', a, 'a');
+  assertFloat('lerp', a, 'a');
   checkShape('lerp', b, 'b', a.shape, ` (the shape of ${nameOf(a, 'a')})`);
   checkNumber('lerp', 't', t);
   return one('lerp', [a, b], { t } satisfies LerpAttrs);

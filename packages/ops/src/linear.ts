@@ -1,4 +1,4 @@
-import { DTypeError, ShapeError, type Tensor, formatShape, runKernel } from '@phalanx/core';
+import { ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu/linear.js';
 import './webgpu/linear.js';
 
@@ -18,12 +18,6 @@ export interface MatmulAttrs {
   outShape: number[];
 }
 
-const WEIGHT_DTYPES = ['f32', 'f16', 'bf16'];
-
-function checkFloat(t: Tensor, what: string, allowed: string[]) {
-  if (!allowed.includes(t.dtype)) throw new DTypeError(`${what} (${t.name ?? 'tensor'}) is ${t.dtype}; expected ${allowed.join(' or ')}`);
-}
-
 /**
  * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
  * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
@@ -31,15 +25,15 @@ function checkFloat(t: Tensor, what: string, allowed: string[]) {
  */
 export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Promise<Tensor> {
   const name = weight.name ?? 'weight';
-  checkFloat(x, 'linear input', WEIGHT_DTYPES);
-  checkFloat(weight, `linear weight ${name}`, WEIGHT_DTYPES);
+  assertFloat('linear', x, 'input');
+  assertFloat('linear', weight, 'weight');
   if (weight.rank !== 2) throw new ShapeError(`linear: weight ${name} must be [out, in], got ${formatShape(weight.shape)}`);
   const [N, K] = weight.shape as [number, number];
   if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
     throw new ShapeError(`linear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(weight.shape)})`);
   }
   if (bias) {
-    checkFloat(bias, `linear bias ${bias.name ?? 'bias'}`, WEIGHT_DTYPES);
+    assertFloat('linear', bias, 'bias');
     if (bias.rank !== 1 || bias.shape[0] !== N) throw new ShapeError(`linear: bias ${bias.name ?? 'bias'} ${formatShape(bias.shape)} must be [${N}] to match weight ${name}`);
   }
   const M = x.size / K;
@@ -53,8 +47,8 @@ export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): P
  */
 export async function matmul(a: Tensor, b: Tensor, options: { transposeB?: boolean } = {}): Promise<Tensor> {
   const transB = options.transposeB ?? false;
-  checkFloat(a, 'matmul a', WEIGHT_DTYPES);
-  checkFloat(b, 'matmul b', WEIGHT_DTYPES);
+  assertFloat('matmul', a, 'a');
+  assertFloat('matmul', b, 'b');
   if (a.rank < 2 || b.rank < 2) throw new ShapeError(`matmul: a ${formatShape(a.shape)} and b ${formatShape(b.shape)} need at least 2 dims`);
   const [M, K] = a.shape.slice(-2) as [number, number];
   const [bRows, bCols] = b.shape.slice(-2) as [number, number];

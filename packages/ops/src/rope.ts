@@ -1,4 +1,4 @@
-import { DTypeError, InputError, ShapeError, Tensor, formatShape, isFloat, runKernel } from '@phalanx/core';
+import { InputError, ShapeError, Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu/rope.js';
 import './webgpu/rope.js';
 
@@ -105,7 +105,7 @@ export interface RopeAttrs {
 export async function rope(x: Tensor, options: RopeOptions = {}): Promise<Tensor> {
   const name = x.name ?? 'x';
   if (x.rank !== 3 && x.rank !== 4) throw new ShapeError(`rope ${name}: expected [B, T, H, D] or [T, H, D], got ${formatShape(x.shape)}`);
-  if (!isFloat(x.dtype)) throw new DTypeError(`rope ${name}: expected f32, f16 or bf16, got ${x.dtype}`);
+  assertFloat('rope', x, 'x');
   const [batch, seq, heads, dim] = (x.rank === 3 ? [1, ...x.shape] : x.shape) as [number, number, number, number];
   const { rotaryDim = dim, pairing = 'half' } = options;
   if (!Number.isInteger(rotaryDim) || rotaryDim <= 0 || rotaryDim % 2 !== 0 || rotaryDim > dim) {

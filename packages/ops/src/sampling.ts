@@ -1,4 +1,4 @@
-import { DTypeError, InputError, Rng, ShapeError, type Tensor, formatShape, isFloat, runKernel } from '@phalanx/core';
+import { InputError, Rng, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu/sampling.js';
 import './webgpu/sampling.js';
 
@@ -75,7 +75,7 @@ export async function greedy(logits: Tensor): Promise<number[]> {
 
 function rowsOf(name: string, logits: Tensor): { rows: number; vocab: number } {
   if (logits.rank !== 1 && logits.rank !== 2) throw new ShapeError(`sample ${name}: expected [B, V] or [V], got ${formatShape(logits.shape)}`);
-  if (!isFloat(logits.dtype)) throw new DTypeError(`sample ${name}: expected f32, f16 or bf16, got ${logits.dtype}`);
+  assertFloat('sample', logits, 'logits');
   const vocab = logits.shape[logits.rank - 1]!;
   if (vocab === 0) throw new ShapeError(`sample ${name}: rows of ${formatShape(logits.shape)} are empty`);
   return { rows: logits.size / vocab, vocab };
