@@ -17,13 +17,15 @@
  */
 import { InputError, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu.js';
+import './webgpu.js';
 
 export { type MonoidElement, combine, identity, prefixScan } from './scan.js';
 
 /**
  * 'recurrent': the literal recurrence (the reference). 'chunk': the chunked form with sub-chunk
  * stabilisation (spec 1.5d). 'scan': a log-depth Hillis-Steele scan with `combine` (keeps T states: for tests
- * and small T). 'auto': the backend's choice; on the CPU that is 'recurrent', its cheapest form.
+ * and small T). 'auto': the backend's choice: the recurrence on the CPU (its cheapest form); on WebGPU the chunk
+ * kernel when T > 64 (and Dk, Dv <= 64), the recurrent kernel otherwise.
  */
 export type MonoidScanMode = 'auto' | 'recurrent' | 'chunk' | 'scan';
 

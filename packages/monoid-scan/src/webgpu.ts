@@ -1,0 +1,318 @@
+/**
+ * WebGPU kernels of the monoid scan.
+ *
+ * - recurrent (decode and short prefills, spec 1.10): one workgroup per (sequence, head), thread j owns
+ *   column j of the state in registers; each token's q, k and decay go through workgroup memory. The state
+ *   lives in f32 storage between steps: nothing is read back per token.
+ * - chunk (prefill, spec 1.5d), in three dispatches so that every chunk of every head runs in parallel except
+ *   one cheap sequential pass:
+ *   1. local: per chunk, L = (K * exp(B_C - B))^T V and the chunk's total log-decay g = B_C;
+ *   2. carry: per state element, walk the chunks in order: S_c (the state entering chunk c) replaces L_c, and
+ *      S_{c+1} = exp(g_c) S_c + L_c; the last one is the final state;
+ *   3. output: per chunk, O = (Q * exp(B)) S_c + A V with A[r, s] = sum_i q_r[i] k_s[i] exp(B_r[i] - B_s[i]) for
+ *      s <= r. Every exponent is <= 0 (B is a non-increasing cumulative sum inside the chunk), so nothing
+ *      overflows however strong the decay; A is evaluated element by element, one sub-chunk tile at a time.
+ */
+import { type Tensor, cast, empty, registerKernel, tensor } from '@phalanx/core';
+import { type Program, type WebGPUBackend, cached, program } from '@phalanx/webgpu';
+import type { MonoidScanAttrs } from './index.js';
+
+/** Tokens per chunk and rows per sub-chunk tile of the chunk kernels (spec 1.10). */
+export const CHUNK = 64;
+const SUB = 16;
+/** Largest Dk and Dv the chunk kernels stage in workgroup memory (32 KiB on lavapipe, 48 KiB on NVIDIA). */
+export const CHUNK_MAX_DIM = 64;
+const THREADS = 256;
+
+interface Dims {
+  Dk: number;
+  Dv: number;
+  scalarDecay: boolean;
+}
+
+/** WGSL that loads this workgroup's sequence (uniformly, so barriers may follow) and names the token rows. */
+const SEQUENCE = `
+var<workgroup> seqShared: vec3<u32>;
+fn loadSequence(n: u32, lid: u32) -> vec3<u32> {
+  if (lid == 0u) { seqShared = vec3<u32>(seqs[3u * n], seqs[3u * n + 1u], seqs[3u * n + 2u]); }
+  return workgroupUniformLoad(&seqShared);
+}`;
+
+/** Decay of key dim i at token row `row`: a scalar decay is shared by the head's dims. */
+const decay = (scalar: boolean, Dk: number) => (scalar ? `fn ld(row: u32, i: u32) -> f32 { return load_logDecay(row); }` : `fn ld(row: u32, i: u32) -> f32 { return load_logDecay(row * ${Dk}u + i); }`);
+
+function recurrentProgram(d: Dims, dtype: string, hasInit: boolean): Program {
+  const { Dk, Dv, scalarDecay } = d;
+  return cached(`monoid:recurrent:${Dk}:${Dv}:${scalarDecay}:${hasInit}:${dtype}`, () => {
+    const I = Array.from({ length: Dk }, (_, i) => i);
+    const dt = dtype as 'f32';
+    return program({
+      name: 'monoid-recurrent',
+      inputs: { q: dt, k: dt, v: dt, logDecay: dt, ...(hasInit ? { init: 'f32' as const } : {}), seqs: 'u32' },
+      outputs: { out: 'f32', finalState: 'f32' },
+      uniforms: { T: 'u32', H: 'u32' },
+      workgroupSize: Dv,
+      helpers: `${SEQUENCE}
+${decay(scalarDecay, Dk)}
+var<workgroup> sq: array<f32, ${Dk}>;
+var<workgroup> sk: array<f32, ${Dk}>;
+var<workgroup> sa: array<f32, ${Dk}>;`,
+      // the state column is unrolled into Dk scalars so that it stays in registers
+      main: `  let n = wid.x;
+  let h = wid.y;
+  let j = lid.x;
+  let seq = loadSequence(n, lid.x);
+  let base = (n * u.H + h) * ${Dk * Dv}u + j;
+  ${I.map((i) => `var s${i} = ${hasInit ? `init[base + ${i * Dv}u]` : '0.0'};`).join(' ')}
+  for (var t = seq.y; t < seq.z; t++) {
+    let row = (seq.x * u.T + t) * u.H + h;
+    for (var i = lid.x; i < ${Dk}u; i += ${Dv}u) {
+      sq[i] = load_q(row * ${Dk}u + i);
+      sk[i] = load_k(row * ${Dk}u + i);
+      sa[i] = exp(ld(row, i));
+    }
+    workgroupBarrier();
+    let vj = load_v(row * ${Dv}u + j);
+    var o = 0.0;
+    ${I.map((i) => `s${i} = fma(sa[${i}], s${i}, sk[${i}] * vj); o = fma(sq[${i}], s${i}, o);`).join('\n    ')}
+    out[row * ${Dv}u + j] = o;
+    workgroupBarrier();
+  }
+  ${I.map((i) => `finalState[base + ${i * Dv}u] = s${i};`).join(' ')}`,
+    });
+  });
+}
+
+/** Common head of the two per-chunk kernels: which chunk, which rows, and the decay of row r (0 past the end). */
+const CHUNK_PRELUDE = (Dk: number) => `  let c = wid.x;
+  let h = wid.y;
+  let n = wid.z;
+  let seq = loadSequence(n, lid.x);
+  let first = seq.y + c * ${CHUNK}u;
+  if (first >= seq.z && !(c == 0u)) { return; }
+  let rows = min(${CHUNK}u, seq.z - min(first, seq.z));
+  let chunkBase = ((n * u.H + h) * u.chunks + c) * ${Dk}u;`;
+
+/** Token row index (into q, k, v, logDecay) of chunk row r. */
+const ROW = `fn rowOf(seqBatch: u32, t: u32, h: u32) -> u32 { return (seqBatch * u.T + t) * u.H + h; }`;
+
+function localProgram(d: Dims, dtype: string): Program {
+  const { Dk, Dv, scalarDecay } = d;
+  return cached(`monoid:chunk-local:${Dk}:${Dv}:${scalarDecay}:${dtype}`, () => {
+    const dt = dtype as 'f32';
+    return program({
+      name: 'monoid-chunk-local',
+      inputs: { k: dt, v: dt, logDecay: dt, seqs: 'u32' },
+      outputs: { states: 'f32', decays: 'f32' },
+      uniforms: { T: 'u32', H: 'u32', chunks: 'u32' },
+      workgroupSize: THREADS,
+      helpers: `${SEQUENCE}
+${decay(scalarDecay, Dk)}
+${ROW}
+var<workgroup> kt: array<f32, ${CHUNK * Dk}>;`,
+      main: `${CHUNK_PRELUDE(Dk)}
+  // k scaled by its decay to the chunk's end, exp(B_C - B_r) <= 1, built backwards one key dim per thread
+  if (lid.x < ${Dk}u) {
+    let i = lid.x;
+    var after = 0.0;
+    for (var r = i32(${CHUNK}) - 1; r >= 0; r--) {
+      var kr = 0.0;
+      if (u32(r) < rows) {
+        let row = rowOf(seq.x, first + u32(r), h);
+        kr = load_k(row * ${Dk}u + i) * exp(after);
+        after += ld(row, i);
+      }
+      kt[u32(r) * ${Dk}u + i] = kr;
+    }
+    decays[chunkBase + i] = after;
+  }
+  workgroupBarrier();
+  for (var e = lid.x; e < ${Dk * Dv}u; e += ${THREADS}u) {
+    let i = e / ${Dv}u;
+    let j = e % ${Dv}u;
+    var acc = 0.0;
+    for (var r = 0u; r < rows; r++) { acc = fma(kt[r * ${Dk}u + i], load_v(rowOf(seq.x, first + r, h) * ${Dv}u + j), acc); }
+    states[chunkBase * ${Dv}u + e] = acc;
+  }`,
+    });
+  });
+}
+
+function carryProgram(d: Dims, hasInit: boolean): Program {
+  const { Dk, Dv } = d;
+  return cached(`monoid:chunk-carry:${Dk}:${Dv}:${hasInit}`, () =>
+    program({
+      name: 'monoid-chunk-carry',
+      inputs: { decays: 'f32', ...(hasInit ? { init: 'f32' as const } : {}), seqs: 'u32' },
+      outputs: { states: 'f32', finalState: 'f32' },
+      uniforms: { H: 'u32', chunks: 'u32' },
+      workgroupSize: THREADS,
+      main: `  let e = wid.x * ${THREADS}u + lid.x;
+  if (e >= ${Dk * Dv}u) { return; }
+  let h = wid.y;
+  let n = wid.z;
+  let len = seqs[3u * n + 2u] - seqs[3u * n + 1u];
+  let count = (len + ${CHUNK - 1}u) / ${CHUNK}u;
+  let i = e / ${Dv}u;
+  let head = (n * u.H + h);
+  var s = ${hasInit ? `init[head * ${Dk * Dv}u + e]` : '0.0'};
+  for (var c = 0u; c < count; c++) {
+    let at = (head * u.chunks + c) * ${Dk * Dv}u + e;
+    let chunkState = states[at];
+    states[at] = s;
+    s = exp(decays[(head * u.chunks + c) * ${Dk}u + i]) * s + chunkState;
+  }
+  finalState[head * ${Dk * Dv}u + e] = s;`,
+    }),
+  );
+}
+
+function outputProgram(d: Dims, dtype: string): Program {
+  const { Dk, Dv, scalarDecay } = d;
+  return cached(`monoid:chunk-output:${Dk}:${Dv}:${scalarDecay}:${dtype}`, () => {
+    const dt = dtype as 'f32';
+    return program({
+      name: 'monoid-chunk-output',
+      inputs: { q: dt, k: dt, v: dt, logDecay: dt, states: 'f32', seqs: 'u32' },
+      outputs: { out: 'f32' },
+      uniforms: { T: 'u32', H: 'u32', chunks: 'u32' },
+      workgroupSize: THREADS,
+      helpers: `${SEQUENCE}
+${decay(scalarDecay, Dk)}
+${ROW}
+var<workgroup> cum: array<f32, ${CHUNK * Dk}>;
+var<workgroup> scores: array<f32, ${SUB * CHUNK}>;`,
+      main: `${CHUNK_PRELUDE(Dk)}
+  // B_r: inclusive cumulative log-decay inside the chunk, one key dim per thread
+  if (lid.x < ${Dk}u) {
+    var acc = 0.0;
+    for (var r = 0u; r < ${CHUNK}u; r++) {
+      if (r < rows) { acc += ld(rowOf(seq.x, first + r, h), lid.x); }
+      cum[r * ${Dk}u + lid.x] = acc;
+    }
+  }
+  workgroupBarrier();
+  // one sub-chunk of query rows at a time: its scores against every key row up to its own
+  for (var p = 0u; p < ${CHUNK / SUB}u; p++) {
+    for (var e = lid.x; e < ${SUB * CHUNK}u; e += ${THREADS}u) {
+      let r = p * ${SUB}u + e / ${CHUNK}u;
+      let s = e % ${CHUNK}u;
+      var a = 0.0;
+      if (s <= r && r < rows) {
+        let qr = rowOf(seq.x, first + r, h) * ${Dk}u;
+        let ks = rowOf(seq.x, first + s, h) * ${Dk}u;
+        for (var i = 0u; i < ${Dk}u; i++) {
+          a = fma(load_q(qr + i) * load_k(ks + i), exp(cum[r * ${Dk}u + i] - cum[s * ${Dk}u + i]), a);
+        }
+      }
+      scores[e] = a;
+    }
+    workgroupBarrier();
+    for (var e = lid.x; e < ${SUB * Dv}u; e += ${THREADS}u) {
+      let r = p * ${SUB}u + e / ${Dv}u;
+      let j = e % ${Dv}u;
+      if (r < rows) {
+        let row = rowOf(seq.x, first + r, h);
+        var o = 0.0;
+        for (var i = 0u; i < ${Dk}u; i++) {
+          o = fma(load_q(row * ${Dk}u + i) * exp(cum[r * ${Dk}u + i]), states[(chunkBase + i) * ${Dv}u + j], o);
+        }
+        for (var s = 0u; s <= r; s++) {
+          o = fma(scores[(e / ${Dv}u) * ${CHUNK}u + s], load_v(rowOf(seq.x, first + s, h) * ${Dv}u + j), o);
+        }
+        out[row * ${Dv}u + j] = o;
+      }
+    }
+    workgroupBarrier();
+  }`,
+    });
+  });
+}
+
+/** The sequences as [batch, start, end] triples for the kernels. */
+function sequenceTable(a: MonoidScanAttrs, backend: WebGPUBackend): Tensor {
+  return tensor(Uint32Array.from(a.sequences.flatMap((s) => [s.batch, s.start, s.end])), [a.sequences.length, 3], { backend });
+}
+
+/** All inputs share one float dtype in these kernels; mixed dtypes are declined. */
+function inputDType(inputs: Tensor[]): string | undefined {
+  const d = inputs[0]!.dtype;
+  return inputs.slice(0, 4).every((t) => t.dtype === d) ? d : undefined;
+}
+
+/** The initial state as the f32 the kernels read (a copy when it is stored as f16/bf16; the caller disposes it). */
+async function f32State(init: Tensor | undefined): Promise<Tensor | undefined> {
+  return init && init.dtype !== 'f32' ? cast(init, 'f32') : init;
+}
+
+async function recurrent(inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBackend): Promise<Tensor[]> {
+  const [q, k, v, logDecay] = inputs;
+  const init = await f32State(inputs[4]);
+  const output = empty(a.outputShape, { backend });
+  const final = empty(a.stateShape, { backend });
+  const seqs = sequenceTable(a, backend);
+  const prog = recurrentProgram(a, inputDType(inputs)!, !!init);
+  await backend.run(prog, init ? [q!, k!, v!, logDecay!, init, seqs] : [q!, k!, v!, logDecay!, seqs], [output, final], { T: a.T, H: a.H }, [a.sequences.length, a.H, 1]);
+  seqs.dispose();
+  if (init !== inputs[4]) init?.dispose();
+  return [output, final];
+}
+
+async function chunked(inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBackend): Promise<Tensor[]> {
+  const [q, k, v, logDecay] = inputs;
+  const init = await f32State(inputs[4]);
+  const N = a.sequences.length;
+  const chunks = chunkCount(a);
+  const dtype = inputDType(inputs)!;
+  const seqs = sequenceTable(a, backend);
+  const states = empty([N, a.H, chunks, a.Dk, a.Dv], { backend });
+  const decays = empty([N, a.H, chunks, a.Dk], { backend });
+  const output = empty(a.outputShape, { backend });
+  const final = empty(a.stateShape, { backend });
+  const grid: [number, number, number] = [chunks, a.H, N];
+  await backend.run(localProgram(a, dtype), [k!, v!, logDecay!, seqs], [states, decays], { T: a.T, H: a.H, chunks }, grid);
+  await backend.run(carryProgram(a, !!init), init ? [decays, init, seqs] : [decays, seqs], [states, final], { H: a.H, chunks }, [Math.ceil((a.Dk * a.Dv) / THREADS), a.H, N]);
+  await backend.run(outputProgram(a, dtype), [q!, k!, v!, logDecay!, states, seqs], [output], { T: a.T, H: a.H, chunks }, grid);
+  for (const t of [seqs, states, decays]) t.dispose();
+  if (init !== inputs[4]) init?.dispose();
+  return [output, final];
+}
+
+/** Chunks of the longest sequence (at least 1, so empty sequences still get their final state written). */
+function chunkCount(a: MonoidScanAttrs): number {
+  return Math.max(1, ...a.sequences.map((s) => Math.ceil((s.end - s.start) / CHUNK)));
+}
+
+function recurrentFits(inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBackend): true | string {
+  if (!inputDType(inputs)) return 'q, k, v and logDecay have different dtypes';
+  if (a.Dv > backend.limits.maxComputeInvocationsPerWorkgroup!) return `Dv ${a.Dv} exceeds the workgroup size limit`;
+  if (a.Dk > 256) return `Dk ${a.Dk} > 256 does not fit in registers`;
+  return true;
+}
+
+// Registered on import (listed under sideEffects). The chunk kernel is preferred where it applies; the
+// recurrent one serves short inputs, decode and shapes the chunk kernel declines.
+registerKernel({
+  op: 'monoidScan',
+  backend: 'webgpu',
+  priority: 1,
+  fn: chunked,
+  verify: (inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBackend) => {
+    if (a.mode !== 'chunk' && !(a.mode === 'auto' && a.T > CHUNK)) return `mode '${a.mode}' with T = ${a.T} is not for the chunk kernel`;
+    if (a.Dk > CHUNK_MAX_DIM || a.Dv > CHUNK_MAX_DIM) return `Dk ${a.Dk} / Dv ${a.Dv} above ${CHUNK_MAX_DIM} do not fit the chunk kernel's workgroup memory`;
+    if (a.chunkSize !== CHUNK || a.subChunkSize !== SUB) return `the WebGPU chunk kernel uses chunkSize ${CHUNK} and subChunkSize ${SUB}`;
+    const bytes = a.sequences.length * a.H * chunkCount(a) * a.Dk * a.Dv * 4;
+    if (bytes > backend.limits.maxStorageBufferBindingSize!) return `per-chunk states need ${bytes} bytes, over the binding limit`;
+    return recurrentFits(inputs, a, backend);
+  },
+});
+registerKernel({
+  op: 'monoidScan',
+  backend: 'webgpu',
+  fn: recurrent,
+  verify: (inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBackend) => {
+    if (a.mode === 'scan' || a.mode === 'chunk') return `mode '${a.mode}' is not the recurrent form`;
+    return recurrentFits(inputs, a, backend);
+  },
+});
+registerKernel({ op: 'monoidStep', backend: 'webgpu', fn: recurrent, verify: recurrentFits });
