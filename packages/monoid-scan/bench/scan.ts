@@ -1,0 +1,124 @@
+/**
+ * Monoid-scan benchmark on WebGPU: chunked prefill throughput vs T, and the decode step vs context length
+ * (the state is a fixed Dk x Dv per head, so the step must not depend on how long the context was).
+ * A script until tools/bench exists: `node scan.mjs [--quick] [--case NAME]...`; one JSON line per case.
+ * GPU times are medians of timestamp queries over back-to-back passes, summed over the kernels of one call.
+ */
+import { Rng, type Tensor, compareClose, cpu, tensor } from '@phalanx/core';
+import { type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
+import { monoidScan, monoidStep } from '../src/index.js';
+
+interface Case {
+  name: string;
+  kind: 'prefill' | 'decode';
+  B: number;
+  T: number;
+  H: number;
+  D: number;
+}
+
+const H = 32;
+const D = 64;
+const FULL: Case[] = [
+  ...[1024, 2048, 4096, 8192, 16384].map((T) => ({ name: `prefill-${T}`, kind: 'prefill' as const, B: 1, T, H, D })),
+  ...[64, 1024, 8192, 65536].map((T) => ({ name: `decode-ctx${T}`, kind: 'decode' as const, B: 1, T, H, D })),
+  // 64 sequences at once (8 MiB of state each...): a state large enough to measure bandwidth
+  { name: 'decode-b64', kind: 'decode' as const, B: 64, T: 0, H, D },
+];
+const QUICK: Case[] = [
+  { name: 'prefill-256', kind: 'prefill', B: 1, T: 256, H: 4, D: 16 },
+  { name: 'decode-ctx64', kind: 'decode', B: 1, T: 64, H: 4, D: 16 },
+];
+
+/**
+ * Spartacus-like inputs: q scaled by D^-1/2, decays logsigmoid(z + 3) (about 0.95, as at initialisation).
+ * Past 4096 tokens a random block repeats, which keeps generating very long contexts cheap.
+ */
+function inputs(B: number, T: number, heads: number, d: number, seed: number) {
+  const rng = new Rng(seed);
+  const block = Math.min(B * T, 4096) * heads * d;
+  const fill = (draw: () => number) => {
+    const a = new Float32Array(B * T * heads * d);
+    for (let i = 0; i < block; i++) a[i] = draw();
+    for (let i = block; i < a.length; i += block) a.copyWithin(i, 0, Math.min(block, a.length - i));
+    return a;
+  };
+  const logsigmoid = (z: number) => Math.min(z, 0) - Math.log1p(Math.exp(-Math.abs(z)));
+  const shape = [B, T, heads, d];
+  return {
+    q: tensor(fill(() => rng.normal() * d ** -0.5), shape),
+    k: tensor(fill(() => rng.normal()), shape),
+    v: tensor(fill(() => rng.normal()), shape),
+    logDecay: tensor(fill(() => logsigmoid(rng.normal() + 3)), shape),
+  };
+}
+
+async function toGpu<T extends Record<string, Tensor>>(x: T, g: WebGPUBackend): Promise<T> {
+  return Object.fromEntries(await Promise.all(Object.entries(x).map(async ([k, t]) => [k, await t.to(g)]))) as T;
+}
+
+/** Median GPU time of one call of `fn` (all its kernels), after warm-up; calls are recorded back to back. */
+async function gpuMs(g: WebGPUBackend, fn: () => Promise<Tensor[]>, reps: number) {
+  const t0 = performance.now();
+  (await fn()).forEach((t) => t.dispose());
+  await g.sync();
+  const firstMs = performance.now() - t0;
+  for (let warm = performance.now(); performance.now() - warm < 100; ) {
+    (await fn()).forEach((t) => t.dispose());
+    await g.sync();
+  }
+  const p = g.profile('timestamp');
+  for (let i = 0; i < reps; i++) (await fn()).forEach((t) => t.dispose());
+  await g.sync();
+  const report = await p.stop();
+  const kernels = Object.fromEntries(report.kernels.map((k) => [k.name, k.medianMs]));
+  return { medianMs: Object.values(kernels).reduce((a, b) => a + b, 0), kernels, firstMs };
+}
+
+/** Head 0 of the GPU result against the CPU recurrence (float64) on the same inputs. */
+async function spotCheck(x: ReturnType<typeof inputs>, B: number, T: number, heads: number, d: number, gpuOut: Tensor) {
+  const pick = async (t: Tensor) => {
+    const all = await t.data();
+    const out = new Float32Array(B * T * d);
+    for (let row = 0; row < B * T; row++) out.set(all.subarray((row * heads) * d, (row * heads + 1) * d), row * d);
+    return tensor(out, [B, T, 1, d], { backend: cpu });
+  };
+  const ref = await monoidScan({ q: await pick(x.q), k: await pick(x.k), v: await pick(x.v), logDecay: await pick(x.logDecay) }, { mode: 'recurrent' });
+  const got = await pick(gpuOut);
+  const r = compareClose(await ref.output.data(), await got.data(), { rtol: 1e-4 });
+  return { relRmse: r.relRmse, ok: r.ok };
+}
+
+async function run(g: WebGPUBackend, c: Case, reps: number) {
+  const { B, T, H: heads, D: d } = c;
+  const x = inputs(B, Math.max(T, 1), heads, d, 1);
+  const gx = await toGpu(x, g);
+  if (c.kind === 'prefill') {
+    const t = await gpuMs(g, async () => Object.values(await monoidScan(gx, { mode: 'chunk' })), reps);
+    const check = T <= 8192 ? await spotCheck(x, B, T, heads, d, (await monoidScan(gx, { mode: 'chunk' })).output) : undefined;
+    // per token and head: the intra-chunk scores and A V (~2 C d each, half masked), q S and the local state (2 d^2 each)
+    return { ...c, ...t, check, tokensPerSec: (B * T) / (t.medianMs / 1e3) };
+  }
+  // decode: prefill a context of T tokens (or, with no context, start from a random state), then time one step
+  const finalState = T > 0 ? (await monoidScan(gx, { mode: 'auto' })).finalState : await tensor(Float32Array.from({ length: B * heads * d * d }, (_, i) => Math.sin(i)), [B, heads, d, d]).to(g);
+  const one = inputs(B, 1, heads, d, 2);
+  const step = { q: (await one.q.to(g)).reshape([B, heads, d]), k: (await one.k.to(g)).reshape([B, heads, d]), v: (await one.v.to(g)).reshape([B, heads, d]), logDecay: (await one.logDecay.to(g)).reshape([B, heads, d]) };
+  const t = await gpuMs(g, async () => Object.values(await monoidStep(finalState, step)), reps);
+  const bytes = 2 * B * heads * d * d * 4 + 5 * B * heads * d * 4; // state read + written, q k v logDecay read, output written
+  return { ...c, ...t, usPerToken: t.medianMs * 1e3, stateBytes: B * heads * d * d * 4, GBps: bytes / t.medianMs / 1e6 };
+}
+
+async function main() {
+  const args = process.argv.slice(2);
+  const quick = args.includes('--quick');
+  const only = args.flatMap((a, i) => (args[i - 1] === '--case' ? [a] : []));
+  const reps = quick ? 5 : 30;
+  const g = await createWebGPUBackend({ maxPassesPerSubmit: 8, dawnFlags: ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] });
+  const device = `${g.info.vendor} ${g.info.architecture} ${g.info.description}`.trim();
+  for (const c of (quick ? QUICK : FULL).filter((c) => only.length === 0 || only.includes(c.name))) {
+    console.log(JSON.stringify({ device, date: new Date().toISOString().slice(0, 10), ...(await run(g, c, reps)) }));
+  }
+  g.dispose();
+}
+
+await main();
