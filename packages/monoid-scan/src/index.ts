@@ -170,3 +170,4 @@ export async function monoidStep(state: Tensor, inputs: { q: Tensor; k: Tensor; 
   const [output, next] = await runKernel(op, [q, k, v, logDecay, state], attrs);
   return { output: output!, state: next! };
 }
+export * from './attention.js';

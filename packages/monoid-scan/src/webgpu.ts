@@ -1,8 +1,9 @@
 /**
  * WebGPU kernels of the monoid scan.
  *
- * - recurrent (decode and short prefills, spec 1.10): one workgroup per (sequence, head), thread j owns
- *   column j of the state in registers; each token's q, k and decay go through workgroup memory. The state
+ * - recurrent (decode and short prefills, spec 1.10): one workgroup per (sequence, head); column j of the
+ *   state is held in registers by up to 4 threads (a slice of its rows each); each token's q, k and decay go
+ *   through workgroup memory and the slices' dot products with q meet there too. The state
  *   lives in f32 storage between steps: nothing is read back per token.
  * - chunk (prefill, spec 1.5d), in three dispatches so that every chunk of every head runs in parallel except
  *   one cheap sequential pass:
@@ -41,32 +42,42 @@ fn loadSequence(n: u32, lid: u32) -> vec3<u32> {
 /** Decay of key dim i at token row `row`: a scalar decay is shared by the head's dims. */
 const decay = (scalar: boolean, Dk: number) => (scalar ? `fn ld(row: u32, i: u32) -> f32 { return load_logDecay(row); }` : `fn ld(row: u32, i: u32) -> f32 { return load_logDecay(row * ${Dk}u + i); }`);
 
+/** Threads per state column: each takes Dk / split rows, so decode keeps more loads in flight. */
+function rowSplit(Dk: number, Dv: number): number {
+  return [4, 2, 1].find((r) => Dk % r === 0 && Dv * r <= THREADS)!;
+}
+
 function recurrentProgram(d: Dims, dtype: string, hasInit: boolean): Program {
   const { Dk, Dv, scalarDecay } = d;
+  const split = rowSplit(Dk, Dv);
+  const rows = Dk / split;
   return cached(`monoid:recurrent:${Dk}:${Dv}:${scalarDecay}:${hasInit}:${dtype}`, () => {
-    const I = Array.from({ length: Dk }, (_, i) => i);
+    const I = Array.from({ length: rows }, (_, i) => i);
     const dt = dtype as 'f32';
     return program({
       name: 'monoid-recurrent',
       inputs: { q: dt, k: dt, v: dt, logDecay: dt, ...(hasInit ? { init: 'f32' as const } : {}), seqs: 'u32' },
       outputs: { out: 'f32', finalState: 'f32' },
       uniforms: { T: 'u32', H: 'u32' },
-      workgroupSize: Dv,
+      workgroupSize: Dv * split,
       helpers: `${SEQUENCE}
 ${decay(scalarDecay, Dk)}
 var<workgroup> sq: array<f32, ${Dk}>;
 var<workgroup> sk: array<f32, ${Dk}>;
-var<workgroup> sa: array<f32, ${Dk}>;`,
-      // the state column is unrolled into Dk scalars so that it stays in registers
+var<workgroup> sa: array<f32, ${Dk}>;
+var<workgroup> partial: array<f32, ${Dv * split}>;`,
+      // thread (part, j) owns rows [part * rows, (part + 1) * rows) of column j, unrolled into scalars so
+      // they stay in registers; the parts' dot products with q meet in workgroup memory
       main: `  let n = wid.x;
   let h = wid.y;
-  let j = lid.x;
+  let j = lid.x % ${Dv}u;
+  let r0 = lid.x / ${Dv}u * ${rows}u;
   let seq = loadSequence(n, lid.x);
-  let base = (n * u.H + h) * ${Dk * Dv}u + j;
+  let base = (n * u.H + h) * ${Dk * Dv}u + r0 * ${Dv}u + j;
   ${I.map((i) => `var s${i} = ${hasInit ? `init[base + ${i * Dv}u]` : '0.0'};`).join(' ')}
   for (var t = seq.y; t < seq.z; t++) {
     let row = (seq.x * u.T + t) * u.H + h;
-    for (var i = lid.x; i < ${Dk}u; i += ${Dv}u) {
+    for (var i = lid.x; i < ${Dk}u; i += ${Dv * split}u) {
       sq[i] = load_q(row * ${Dk}u + i);
       sk[i] = load_k(row * ${Dk}u + i);
       sa[i] = exp(ld(row, i));
@@ -74,9 +85,12 @@ var<workgroup> sa: array<f32, ${Dk}>;`,
     workgroupBarrier();
     let vj = load_v(row * ${Dv}u + j);
     var o = 0.0;
-    ${I.map((i) => `s${i} = fma(sa[${i}], s${i}, sk[${i}] * vj); o = fma(sq[${i}], s${i}, o);`).join('\n    ')}
-    out[row * ${Dv}u + j] = o;
+    ${I.map((i) => `s${i} = fma(sa[r0 + ${i}u], s${i}, sk[r0 + ${i}u] * vj); o = fma(sq[r0 + ${i}u], s${i}, o);`).join('\n    ')}
+    partial[lid.x] = o;
     workgroupBarrier();
+    if (lid.x < ${Dv}u) {
+      ${split === 1 ? 'out[row * ' + Dv + 'u + j] = o;' : `out[row * ${Dv}u + j] = ${Array.from({ length: split }, (_, p) => `partial[${p * Dv}u + j]`).join(' + ')};`}
+    }
   }
   ${I.map((i) => `finalState[base + ${i * Dv}u] = s${i};`).join(' ')}`,
     });
@@ -285,7 +299,7 @@ function chunkCount(a: MonoidScanAttrs): number {
 
 function recurrentFits(inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBackend): true | string {
   if (!inputDType(inputs)) return 'q, k, v and logDecay have different dtypes';
-  if (a.Dv > backend.limits.maxComputeInvocationsPerWorkgroup!) return `Dv ${a.Dv} exceeds the workgroup size limit`;
+  if (a.Dv > THREADS) return `Dv ${a.Dv} > ${THREADS}: one workgroup holds a state column per thread`;
   if (a.Dk > 256) return `Dk ${a.Dk} > 256 does not fit in registers`;
   return true;
 }
