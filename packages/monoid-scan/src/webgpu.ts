@@ -114,6 +114,8 @@ function localProgram(d: Dims, dtype: string): Program {
   const { Dk, Dv, scalarDecay } = d;
   return cached(`monoid:chunk-local:${Dk}:${Dv}:${scalarDecay}:${dtype}`, () => {
     const dt = dtype as 'f32';
+    const E = Array.from({ length: Math.ceil((Dk * Dv) / THREADS) }, (_, m) => m);
+    const elem = (m: number) => `(lid.x + ${m * THREADS}u)`;
     return program({
       name: 'monoid-chunk-local',
       inputs: { k: dt, v: dt, logDecay: dt, seqs: 'u32' },
@@ -123,7 +125,8 @@ function localProgram(d: Dims, dtype: string): Program {
       helpers: `${SEQUENCE}
 ${decay(scalarDecay, Dk)}
 ${ROW}
-var<workgroup> kt: array<f32, ${CHUNK * Dk}>;`,
+var<workgroup> kt: array<f32, ${CHUNK * Dk}>;
+var<workgroup> vt: array<f32, ${SUB * Dv}>;`,
       main: `${CHUNK_PRELUDE(Dk)}
   // k scaled by its decay to the chunk's end, exp(B_C - B_r) <= 1, built backwards one key dim per thread
   if (lid.x < ${Dk}u) {
@@ -141,13 +144,21 @@ var<workgroup> kt: array<f32, ${CHUNK * Dk}>;`,
     decays[chunkBase + i] = after;
   }
   workgroupBarrier();
-  for (var e = lid.x; e < ${Dk * Dv}u; e += ${THREADS}u) {
-    let i = e / ${Dv}u;
-    let j = e % ${Dv}u;
-    var acc = 0.0;
-    for (var r = 0u; r < rows; r++) { acc = fma(kt[r * ${Dk}u + i], load_v(rowOf(seq.x, first + r, h) * ${Dv}u + j), acc); }
-    states[chunkBase * ${Dv}u + e] = acc;
-  }`,
+  // L = kt^T V, V staged ${SUB} rows at a time; each thread accumulates its elements e = lid.x + m * THREADS
+  ${E.map((m) => `var acc${m} = 0.0;`).join(' ')}
+  for (var r0 = 0u; r0 < ${CHUNK}u; r0 += ${SUB}u) {
+    for (var e = lid.x; e < ${SUB * Dv}u; e += ${THREADS}u) {
+      let r = r0 + e / ${Dv}u;
+      vt[e] = 0.0;
+      if (r < rows) { vt[e] = load_v(rowOf(seq.x, first + r, h) * ${Dv}u + e % ${Dv}u); }
+    }
+    workgroupBarrier();
+    for (var rr = 0u; rr < ${SUB}u; rr++) {
+      ${E.map((m) => `acc${m} = fma(kt[(r0 + rr) * ${Dk}u + ${elem(m)} / ${Dv}u], vt[rr * ${Dv}u + ${elem(m)} % ${Dv}u], acc${m});`).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${E.map((m) => `if (${elem(m)} < ${Dk * Dv}u) { states[chunkBase * ${Dv}u + ${elem(m)}] = acc${m}; }`).join('\n  ')}`,
     });
   });
 }
@@ -181,10 +192,26 @@ function carryProgram(d: Dims, hasInit: boolean): Program {
   );
 }
 
+/**
+ * Outputs of one chunk, one sub-chunk p of 16 query rows at a time; thread (r, g) owns row r of p and value
+ * columns 4g..4g+3. Everything a loop reads repeatedly is staged in workgroup memory (16-row tiles):
+ *  - inter-chunk: (q * exp(B_r)) S_c, S_c in 16-row tiles;
+ *  - earlier key sub-chunks b < p: A = (q * exp(B_r - g_p)) (k * exp(g_p - B_s))^T with g_p = B at p's first
+ *    row (both factors <= 1, spec 1.5d), so the scores are plain dot products;
+ *  - the diagonal sub-chunk: exp(B_r - B_s) element by element, s <= r.
+ */
 function outputProgram(d: Dims, dtype: string): Program {
   const { Dk, Dv, scalarDecay } = d;
   return cached(`monoid:chunk-output:${Dk}:${Dv}:${scalarDecay}:${dtype}`, () => {
     const dt = dtype as 'f32';
+    // q and k tiles get a padded row stride: the score loop reads 16 different key rows at once
+    const KP = Dk + 1;
+    const stage = (buf: string, width: number, value: string, stride = width) => `for (var e = lid.x; e < ${SUB * width}u; e += ${THREADS}u) {
+      let rr = e / ${width}u;
+      let x = e % ${width}u;
+      ${buf}[rr * ${stride}u + x] = ${value};
+    }`;
+    const C4 = [0, 1, 2, 3];
     return program({
       name: 'monoid-chunk-output',
       inputs: { q: dt, k: dt, v: dt, logDecay: dt, states: 'f32', seqs: 'u32' },
@@ -195,7 +222,10 @@ function outputProgram(d: Dims, dtype: string): Program {
 ${decay(scalarDecay, Dk)}
 ${ROW}
 var<workgroup> cum: array<f32, ${CHUNK * Dk}>;
-var<workgroup> scores: array<f32, ${SUB * CHUNK}>;`,
+var<workgroup> qx: array<f32, ${SUB * (Dk + 1)}>;
+var<workgroup> kx: array<f32, ${SUB * (Dk + 1)}>;
+var<workgroup> vx: array<f32, ${SUB * Dv}>;
+var<workgroup> att: array<f32, ${SUB * SUB}>;`,
       main: `${CHUNK_PRELUDE(Dk)}
   // B_r: inclusive cumulative log-decay inside the chunk, one key dim per thread
   if (lid.x < ${Dk}u) {
@@ -206,38 +236,53 @@ var<workgroup> scores: array<f32, ${SUB * CHUNK}>;`,
     }
   }
   workgroupBarrier();
-  // one sub-chunk of query rows at a time: its scores against every key row up to its own
+  let r = lid.x / 16u;  // query row within the sub-chunk; also the score's row
+  let g = lid.x % 16u;  // column group; also the score's key row
   for (var p = 0u; p < ${CHUNK / SUB}u; p++) {
-    for (var e = lid.x; e < ${SUB * CHUNK}u; e += ${THREADS}u) {
-      let r = p * ${SUB}u + e / ${CHUNK}u;
-      let s = e % ${CHUNK}u;
+    let qr = p * ${SUB}u + r;
+    ${C4.map((c) => `var o${c} = 0.0;`).join(' ')}
+    // (q * exp(B_r)) S_c, S_c staged 16 rows at a time in vx
+    ${stage('qx', Dk, `select(0.0, load_q(rowOf(seq.x, first + p * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cum[(p * ${SUB}u + rr) * ${Dk}u + x]), p * ${SUB}u + rr < rows)`, KP)}
+    for (var i0 = 0u; i0 < ${Dk}u; i0 += ${SUB}u) {
+      ${stage('vx', Dv, `select(0.0, states[(chunkBase + i0 + rr) * ${Dv}u + x], i0 + rr < ${Dk}u)`)}
+      workgroupBarrier();
+      for (var ii = 0u; ii < ${SUB}u; ii++) {
+        let w = qx[r * ${KP}u + min(i0 + ii, ${Dk - 1}u)];
+        ${C4.map((c) => `o${c} = fma(w, vx[ii * ${Dv}u + min(4u * g + ${c}u, ${Dv - 1}u)], o${c});`).join('\n        ')}
+      }
+      workgroupBarrier();
+    }
+    // q * exp(B_r - g_p), for the sub-chunks before p
+    ${stage('qx', Dk, `select(0.0, load_q(rowOf(seq.x, first + p * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cum[(p * ${SUB}u + rr) * ${Dk}u + x] - cum[p * ${SUB * Dk}u + x]), p * ${SUB}u + rr < rows)`, KP)}
+    for (var b = 0u; b <= p; b++) {
+      if (b == p) {
+        ${stage('qx', Dk, `select(0.0, load_q(rowOf(seq.x, first + p * ${SUB}u + rr, h) * ${Dk}u + x), p * ${SUB}u + rr < rows)`, KP)}
+        ${stage('kx', Dk, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x), b * ${SUB}u + rr < rows)`, KP)}
+      } else {
+        ${stage('kx', Dk, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cum[p * ${SUB * Dk}u + x] - cum[(b * ${SUB}u + rr) * ${Dk}u + x]), b * ${SUB}u + rr < rows)`, KP)}
+      }
+      ${stage('vx', Dv, `select(0.0, load_v(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dv}u + x), b * ${SUB}u + rr < rows)`)}
+      workgroupBarrier();
       var a = 0.0;
-      if (s <= r && r < rows) {
-        let qr = rowOf(seq.x, first + r, h) * ${Dk}u;
-        let ks = rowOf(seq.x, first + s, h) * ${Dk}u;
+      if (b < p) {
+        for (var i = 0u; i < ${Dk}u; i++) { a = fma(qx[r * ${KP}u + i], kx[g * ${KP}u + i], a); }
+      } else if (g <= r) {
         for (var i = 0u; i < ${Dk}u; i++) {
-          a = fma(load_q(qr + i) * load_k(ks + i), exp(cum[r * ${Dk}u + i] - cum[s * ${Dk}u + i]), a);
+          a = fma(qx[r * ${KP}u + i] * kx[g * ${KP}u + i], exp(cum[qr * ${Dk}u + i] - cum[(b * ${SUB}u + g) * ${Dk}u + i]), a);
         }
       }
-      scores[e] = a;
-    }
-    workgroupBarrier();
-    for (var e = lid.x; e < ${SUB * Dv}u; e += ${THREADS}u) {
-      let r = p * ${SUB}u + e / ${Dv}u;
-      let j = e % ${Dv}u;
-      if (r < rows) {
-        let row = rowOf(seq.x, first + r, h);
-        var o = 0.0;
-        for (var i = 0u; i < ${Dk}u; i++) {
-          o = fma(load_q(row * ${Dk}u + i) * exp(cum[r * ${Dk}u + i]), states[(chunkBase + i) * ${Dv}u + j], o);
-        }
-        for (var s = 0u; s <= r; s++) {
-          o = fma(scores[(e / ${Dv}u) * ${CHUNK}u + s], load_v(rowOf(seq.x, first + s, h) * ${Dv}u + j), o);
-        }
-        out[row * ${Dv}u + j] = o;
+      att[lid.x] = a;
+      workgroupBarrier();
+      for (var s = 0u; s < ${SUB}u; s++) {
+        let w = att[r * ${SUB}u + s];
+        ${C4.map((c) => `o${c} = fma(w, vx[s * ${Dv}u + min(4u * g + ${c}u, ${Dv - 1}u)], o${c});`).join('\n        ')}
       }
+      workgroupBarrier();
     }
-    workgroupBarrier();
+    if (qr < rows) {
+      let row = rowOf(seq.x, first + qr, h);
+      ${C4.map((c) => `if (4u * g + ${c}u < ${Dv}u) { out[row * ${Dv}u + 4u * g + ${c}u] = o${c}; }`).join('\n      ')}
+    }
   }`,
     });
   });
