@@ -1,0 +1,194 @@
+import { type Backend, type DType, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, tensor } from '@phalanx/core';
+import { testBackends } from '@phalanx/webgpu/testing';
+import { describe, expect, it } from 'vitest';
+import { type ScoreOptions, appendKv, attendStep, createKvCache, varlenAttention } from '../src/index.js';
+
+const { backends } = await testBackends();
+
+/** Seeded normal values, rounded to `dtype` as the tensor holds them. */
+async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32'): Promise<{ t: Tensor; v: number[] }> {
+  const rng = new Rng(seed);
+  const t = tensor(Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()), shape, { dtype, backend });
+  return { t, v: Array.from(await t.data()) };
+}
+
+interface Naive {
+  T: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
+  cu: number[];
+  causal?: boolean;
+  window?: number;
+  scale?: number;
+  softcap?: number;
+  gain?: number[];
+  state?: { k: number[]; v: number[] };
+}
+
+/** float64 attention with the mask written out: same document, j <= i when causal, |i - j| <= window. */
+function naive(q: number[], k: number[], v: number[], p: Naive): number[] {
+  const { T, Hq, Hkv, D, cu, causal = true, window = Infinity, softcap = 0 } = p;
+  const scale = p.scale ?? 1 / Math.sqrt(D);
+  const doc = (i: number) => cu.findLastIndex((c) => c <= i);
+  const out: number[] = [];
+  for (let i = 0; i < T; i++) {
+    for (let h = 0; h < Hq; h++) {
+      const g = Math.floor(h / (Hq / Hkv));
+      const rows: [number[], number[], number][] = [];
+      if (p.state) rows.push([p.state.k, p.state.v, (i * Hkv + g) * D]);
+      for (let j = 0; j < T; j++) {
+        if (doc(j) === doc(i) && (!causal || j <= i) && Math.abs(i - j) <= window) rows.push([k, v, (j * Hkv + g) * D]);
+      }
+      const logits = rows.map(([kk, , at]) => {
+        let s = 0;
+        for (let d = 0; d < D; d++) s += q[(i * Hq + h) * D + d]! * kk[at + d]!;
+        s *= scale * (p.gain?.[h] ?? 1);
+        return softcap > 0 ? softcap * Math.tanh(s / softcap) : s;
+      });
+      const mx = Math.max(...logits);
+      const e = logits.map((x) => Math.exp(x - mx));
+      const sum = e.reduce((a, b) => a + b, 0);
+      for (let d = 0; d < D; d++) out.push(rows.reduce((acc, [, vv, at], j) => acc + e[j]! * vv[at + d]!, 0) / sum);
+    }
+  }
+  return out;
+}
+
+const offsets = (lengths: number[]) => lengths.reduce((cu, n) => [...cu, cu[cu.length - 1]! + n], [0]);
+
+describe.each(backends)('varlenAttention on $name', (backend) => {
+  async function check(lengths: number[], Hq: number, Hkv: number, D: number, options: Omit<Naive, 'T' | 'Hq' | 'Hkv' | 'D' | 'cu' | 'state'> & { stateKv?: boolean; dtype?: DType } = {}) {
+    const cu = offsets(lengths);
+    const T = cu[cu.length - 1]!;
+    const q = await rand([T, Hq, D], 1, backend, options.dtype);
+    const k = await rand([T, Hkv, D], 2, backend, options.dtype);
+    const v = await rand([T, Hkv, D], 3, backend, options.dtype);
+    const ks = options.stateKv ? await rand([T, Hkv, D], 4, backend) : undefined;
+    const vs = options.stateKv ? await rand([T, Hkv, D], 5, backend) : undefined;
+    const y = await varlenAttention(
+      { q: q.t, k: k.t, v: v.t },
+      { cuSeqlens: cu, causal: options.causal, window: options.window, scale: options.scale, softcap: options.softcap, qGain: options.gain, stateKv: ks && vs && { k: ks.t, v: vs.t } },
+    );
+    expect(y.shape).toEqual([T, Hq, D]);
+    const ref = naive(q.v, k.v, v.v, { T, Hq, Hkv, D, cu, ...options, state: ks && vs && { k: ks.v, v: vs.v } });
+    assertClose(ref, await y.data(), { rtol: 2e-6, name: `lengths ${lengths} ${JSON.stringify(options)}` });
+  }
+
+  it('packed documents of uneven length (1, 2, 63, 64, 65, 300)', () => check([1, 2, 63, 64, 65, 300], 2, 1, 16));
+
+  it.each([0, 1, 15, 16, 512])('sliding window %i (inclusive: window + 1 keys)', (window) => check([70, 1, 129], 2, 2, 8, { window }));
+
+  it.each([1, 2, 4])('GQA ratio %i', (ratio) => check([33, 66], 2 * ratio, 2, 16));
+
+  it('softcap, scale and qGain (numbers)', () => check([40, 90], 4, 2, 16, { softcap: 1.5, scale: 0.7, gain: [2.3, 0.5, 1, 2.9] }));
+
+  it('state tokens (stateKv): one extra key per query', () => check([1, 50, 77], 4, 2, 8, { stateKv: true, window: 9 }));
+
+  it('non-causal, with and without a window', async () => {
+    await check([20, 45], 2, 1, 8, { causal: false });
+    await check([20, 45], 2, 1, 8, { causal: false, window: 3 });
+  });
+
+  it.each([
+    [6, 'f32'],
+    [32, 'bf16'],
+    [64, 'f16'],
+  ] as const)('head dim %i, %s inputs', (D, dtype) => check([5, 70], 2, 1, D, { dtype }));
+
+  it('empty documents (cuSeqlens padded with the total) and a qGain tensor', async () => {
+    const cu = [0, 0, 3, 3, 10, 10, 10];
+    const q = await rand([10, 2, 8], 6, backend);
+    const k = await rand([10, 1, 8], 7, backend);
+    const gain = tensor([1.5, -0.5], [2], { backend });
+    const y = await varlenAttention({ q: q.t, k: k.t, v: k.t }, { cuSeqlens: cu, qGain: gain });
+    assertClose(naive(q.v, k.v, k.v, { T: 10, Hq: 2, Hkv: 1, D: 8, cu, gain: [1.5, -0.5] }), await y.data(), { rtol: 2e-6 });
+  });
+
+  it('refuses bad shapes, dtypes and cuSeqlens with typed errors', async () => {
+    const q = tensor(new Float32Array(4 * 4 * 8), [4, 4, 8], { backend, name: 'q' });
+    const k = tensor(new Float32Array(4 * 2 * 8), [4, 2, 8], { backend, name: 'k' });
+    const k3 = tensor(new Float32Array(4 * 3 * 8), [4, 3, 8], { backend });
+    const cuSeqlens = [0, 4];
+    await expect(varlenAttention({ q, k: q.reshape([4, 4, 2, 4]), v: k }, { cuSeqlens })).rejects.toThrow(ShapeError);
+    await expect(varlenAttention({ q, k, v: q }, { cuSeqlens })).rejects.toThrow(/v \(q\) is \[4, 4, 8\]; expected \[4, 2, 8\]/);
+    await expect(varlenAttention({ q, k: k3, v: k3 }, { cuSeqlens })).rejects.toThrow(/not a multiple of 3 kv heads/);
+    await expect(varlenAttention({ q, k: tensor(new Int32Array(64), [4, 2, 8], { backend }), v: k }, { cuSeqlens })).rejects.toThrow(DTypeError);
+    for (const bad of [[0, 3], [1, 4], [0, 3, 2, 4], [0, 1.5, 4], [4]]) {
+      await expect(varlenAttention({ q, k, v: k }, { cuSeqlens: bad })).rejects.toThrow(InputError);
+    }
+    await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, window: -1 })).rejects.toThrow(/window must be a non-negative integer/);
+    await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, qGain: [1, 2] })).rejects.toThrow(/qGain has 2 values/);
+    await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, softcap: -1 })).rejects.toThrow(InputError);
+    await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, stateKv: { k, v: q } })).rejects.toThrow(ShapeError);
+  });
+});
+
+describe.each(backends)('KV-cache decode on $name', (backend) => {
+  const [Hq, Hkv, D] = [4, 2, 8];
+
+  /**
+   * Prompts of `prompts` tokens per sequence go through appendKv, then `steps` tokens through attendStep; each
+   * step's output must equal one prefill of the whole packed sequences at that position.
+   */
+  async function decodeMatchesPrefill(prompts: number[], steps: number, options: { window?: number; capacity?: number; stateKv?: boolean } & Omit<ScoreOptions, 'stateKv'> = {}) {
+    const B = prompts.length;
+    const lengths = prompts.map((n) => n + steps);
+    const cu = offsets(lengths);
+    const T = cu[B]!;
+    const [q, k, v, ks, vs] = await Promise.all([Hq, Hkv, Hkv, Hkv, Hkv].map((H, i) => rand([T, H, D], 10 + i, backend)));
+    const gather = async (x: { t: Tensor; v: number[] }, rows: number[]) => {
+      const w = x.t.size / T;
+      return tensor(rows.flatMap((r) => x.v.slice(r * w, (r + 1) * w)), [rows.length, ...x.t.shape.slice(1)], { backend });
+    };
+    const stateOf = async (rows: number[]) => (options.stateKv ? { k: await gather(ks!, rows), v: await gather(vs!, rows) } : undefined);
+    const score = { softcap: options.softcap, qGain: options.qGain, scale: options.scale };
+    const full = await varlenAttention({ q: q!.t, k: k!.t, v: v!.t }, { cuSeqlens: cu, window: options.window, ...score, stateKv: options.stateKv ? { k: ks!.t, v: vs!.t } : undefined });
+    const ref = Array.from(await full.data());
+
+    const cache = createKvCache({ batch: B, heads: Hkv, dim: D, capacity: options.capacity, window: options.window, backend });
+    const promptRows = prompts.flatMap((n, b) => Array.from({ length: n }, (_, i) => cu[b]! + i));
+    await appendKv(cache, { k: await gather(k!, promptRows), v: await gather(v!, promptRows) }, offsets(prompts));
+    for (let s = 0; s < steps; s++) {
+      const rows = prompts.map((n, b) => cu[b]! + n + s);
+      const y = await attendStep(cache, await gather(q!, rows), await gather(k!, rows), await gather(v!, rows), { ...score, stateKv: await stateOf(rows) });
+      const want = rows.flatMap((r) => ref.slice(r * Hq * D, (r + 1) * Hq * D));
+      assertClose(want, await y.data(), { rtol: 2e-6, name: `step ${s}` });
+    }
+    expect(cache.lengths).toEqual(lengths);
+    return cache;
+  }
+
+  it('prefill then attendStep equals one prefill (global layer, GQA, softcap, qGain)', () => decodeMatchesPrefill([3, 7], 4, { capacity: 16, softcap: 2, qGain: [1.2, 0.4, 2, 1] }));
+
+  it('a long context is split over keys and combined', () => decodeMatchesPrefill([300, 520], 2, { capacity: 600 }));
+
+  it('windowed cache: a ring of window + 1 entries that wraps around', async () => {
+    const cache = await decodeMatchesPrefill([2, 9, 0], 12, { window: 4 });
+    expect(cache.slots).toBe(5);
+    expect(cache.k.shape).toEqual([3, 5, Hkv, D]);
+  });
+
+  it('windowed cache past one split, and window 0', async () => {
+    await decodeMatchesPrefill([280], 2, { window: 300 });
+    await decodeMatchesPrefill([4], 2, { window: 0 });
+  });
+
+  it('state tokens in decode', () => decodeMatchesPrefill([5, 1], 3, { capacity: 8, stateKv: true }));
+
+  it('refuses bad caches, shapes and overflow with typed errors', async () => {
+    expect(() => createKvCache({ batch: 1, heads: 2, dim: 8, backend })).toThrow(/capacity must be a positive integer/);
+    expect(() => createKvCache({ batch: 0, heads: 2, dim: 8, capacity: 4, backend })).toThrow(InputError);
+    const cache = createKvCache({ batch: 2, heads: Hkv, dim: D, capacity: 2, backend });
+    const kv = tensor(new Float32Array(2 * Hkv * D), [2, Hkv, D], { backend });
+    const q = tensor(new Float32Array(2 * Hq * D), [2, Hq, D], { backend });
+    await expect(attendStep(cache, q, q, kv)).rejects.toThrow(ShapeError);
+    await expect(attendStep(cache, kv.reshape([1, 4, D]), kv, kv)).rejects.toThrow(/expected \[2, Hq, 8\]/);
+    await expect(appendKv(cache, { k: kv, v: kv })).rejects.toThrow(/needs cuSeqlens/);
+    await expect(appendKv(cache, { k: kv, v: kv }, [0, 2])).rejects.toThrow(/1 sequences; the cache holds 2/);
+    await appendKv(cache, { k: kv, v: kv }, [0, 1, 2]);
+    await attendStep(cache, q, kv, kv);
+    await expect(attendStep(cache, q, kv, kv)).rejects.toThrow(/sequence 0 would hold 3 tokens; the cache's capacity is 2/);
+    cache.dispose();
+  });
+});
