@@ -10,7 +10,7 @@ import { monoidScan, monoidStep } from '../src/index.js';
 
 interface Case {
   name: string;
-  kind: 'prefill' | 'decode';
+  kind: 'prefill' | 'decode' | 'sweep';
   B: number;
   T: number;
   H: number;
@@ -22,8 +22,10 @@ const D = 64;
 const FULL: Case[] = [
   ...[1024, 2048, 4096, 8192, 16384].map((T) => ({ name: `prefill-${T}`, kind: 'prefill' as const, B: 1, T, H, D })),
   ...[64, 1024, 8192, 65536].map((T) => ({ name: `decode-ctx${T}`, kind: 'decode' as const, B: 1, T, H, D })),
-  // 64 sequences at once (8 MiB of state each...): a state large enough to measure bandwidth
+  // 64 sequences at once: a state large enough to measure bandwidth
   { name: 'decode-b64', kind: 'decode' as const, B: 64, T: 0, H, D },
+  // every context above in one process, steps timed round-robin so all see the same clocks and memory
+  { name: 'decode-sweep', kind: 'sweep' as const, B: 1, T: 0, H, D },
 ];
 const QUICK: Case[] = [
   { name: 'prefill-256', kind: 'prefill', B: 1, T: 256, H: 4, D: 16 },
@@ -89,7 +91,36 @@ async function spotCheck(x: ReturnType<typeof inputs>, B: number, T: number, hea
   return { relRmse: r.relRmse, ok: r.ok };
 }
 
+/** One step's inputs for B sequences. */
+async function stepInputs(B: number, heads: number, d: number, g: WebGPUBackend) {
+  const one = inputs(B, 1, heads, d, 2);
+  const flat = async (t: Tensor) => (await t.to(g)).reshape([B, heads, d]);
+  return { q: await flat(one.q), k: await flat(one.k), v: await flat(one.v), logDecay: await flat(one.logDecay) };
+}
+
+/** States left by prefills of each context length, then steps from each timed in turn, twice round. */
+async function sweep(g: WebGPUBackend, c: Case, reps: number) {
+  const contexts = [64, 1024, 8192, 65536];
+  const states: Tensor[] = [];
+  for (const T of contexts) {
+    const gx = await toGpu(inputs(1, T, c.H, c.D, 1), g);
+    const { output, finalState } = await monoidScan(gx, { mode: 'auto' });
+    [output, ...Object.values(gx)].forEach((t) => t.dispose());
+    states.push(finalState);
+  }
+  const step = await stepInputs(1, c.H, c.D, g);
+  const usPerToken: Record<string, number[]> = {};
+  for (let round = 0; round < 2; round++) {
+    for (const [i, T] of contexts.entries()) {
+      const t = await gpuMs(g, async () => Object.values(await monoidStep(states[i]!, step)), reps);
+      (usPerToken[T] ??= []).push(t.medianMs * 1e3);
+    }
+  }
+  return { ...c, contexts, usPerToken };
+}
+
 async function run(g: WebGPUBackend, c: Case, reps: number) {
+  if (c.kind === 'sweep') return sweep(g, c, reps);
   const { B, T, H: heads, D: d } = c;
   const x = inputs(B, Math.max(T, 1), heads, d, 1);
   const gx = await toGpu(x, g);
@@ -101,8 +132,7 @@ async function run(g: WebGPUBackend, c: Case, reps: number) {
   }
   // decode: prefill a context of T tokens (or, with no context, start from a random state), then time one step
   const finalState = T > 0 ? (await monoidScan(gx, { mode: 'auto' })).finalState : await tensor(Float32Array.from({ length: B * heads * d * d }, (_, i) => Math.sin(i)), [B, heads, d, d]).to(g);
-  const one = inputs(B, 1, heads, d, 2);
-  const step = { q: (await one.q.to(g)).reshape([B, heads, d]), k: (await one.k.to(g)).reshape([B, heads, d]), v: (await one.v.to(g)).reshape([B, heads, d]), logDecay: (await one.logDecay.to(g)).reshape([B, heads, d]) };
+  const step = await stepInputs(B, heads, d, g);
   const t = await gpuMs(g, async () => Object.values(await monoidStep(finalState, step)), reps);
   const bytes = 2 * B * heads * d * d * 4 + 5 * B * heads * d * 4; // state read + written, q k v logDecay read, output written
   return { ...c, ...t, usPerToken: t.medianMs * 1e3, stateBytes: B * heads * d * d * 4, GBps: bytes / t.medianMs / 1e6 };
