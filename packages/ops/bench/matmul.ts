@@ -6,7 +6,7 @@
  */
 import { type DType, Rng, type Tensor, compareClose, randn } from '@phalanx/core';
 import { type WebGPUBackend, createWebGPUBackend, grid1d, program } from '@phalanx/webgpu';
-import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram, gemvProgram, gemvRowsPerWorkgroup } from '../src/webgpu/linear.js';
+import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
 interface Case {
   name: string;
@@ -115,7 +115,7 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
   const inputs: Tensor[] = [a, b];
   const dispatch =
     c.kind === 'gemv'
-      ? () => g.run(gemvProgram('f32', b.dtype, M, undefined, gemv), inputs, [out], { N, K }, grid1d(N, gemvRowsPerWorkgroup(gemv), g.limits.maxComputeWorkgroupsPerDimension))
+      ? () => g.run(gemvProgram('f32', b.dtype, M, undefined, gemv), inputs, [out], { N, K }, grid1d(N, gemv.rowsPerGroup, g.limits.maxComputeWorkgroupsPerDimension))
       : () => g.run(gemmProgram('f32', b.dtype, transB, undefined, K % 4 === 0 && N % 4 === 0, tile), inputs, [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
   const t = await gpuMs(g, dispatch, reps);
   const check = await spotCheck(await hostA.data(), await hostB.data(), await out.data(), M, N, K, transB);
@@ -130,8 +130,8 @@ async function main() {
   const only = args.flatMap((a, i) => (args[i - 1] === '--case' ? [a] : []));
   const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const tile = parseTile(option('--tile'));
-  const [rowsPerGroup, lanes, unroll, rowsPerLanes = 1] = (option('--gemv') ?? '').split('x').map(Number);
-  const gemv = rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll, rowsPerLanes } : DEFAULT_GEMV;
+  const [rowsPerGroup, lanes, unroll] = (option('--gemv') ?? '').split('x').map(Number);
+  const gemv = rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : DEFAULT_GEMV;
   const reps = Number(option('--reps')) || (quick ? 5 : 50);
   const cases = (quick ? QUICK : FULL).filter((c) => only.length === 0 || only.includes(c.name));
   // Dawn quantizes timestamps (to ~33 us on NVIDIA) unless told not to: too coarse for a GEMV.

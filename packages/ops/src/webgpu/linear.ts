@@ -154,44 +154,29 @@ export const GEMV_MAX_ROWS = 4;
 
 /** Shape of the GEMV workgroup: output rows per workgroup, and lanes that share one output row. */
 export interface GemvShape {
-  /** Lane groups per workgroup. */
   rowsPerGroup: number;
-  /** Threads that share one output row's dot product. */
   lanes: number;
-  /** 16-byte loads of w each lane issues per loop iteration (more in flight hides more latency). */
+  /** 16-byte loads each lane issues per loop iteration (more in flight hides more latency). */
   unroll: number;
-  /** Output rows each lane group computes, so each x vector loaded serves that many rows of w. */
-  rowsPerLanes: number;
 }
 
 /** Picked on an H200 (docs/benchmarks.md). */
-export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4, rowsPerLanes: 1 };
-
-/** Output rows one GEMV workgroup covers. */
-export const gemvRowsPerWorkgroup = (s: GemvShape) => s.rowsPerGroup * s.rowsPerLanes;
+export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4 };
 
 /**
- * y[m, n] = dot(x[m, :], w[n, :]) for a few rows m: memory-bound on w, which is streamed once. A group of
- * `lanes` threads owns `rowsPerLanes` output rows and reads them in 16-byte vectors (4 floats, or 4 halves as
- * 2 words), `unroll` at a time so that more loads are in flight; each x vector is loaded once for all of the
- * group's rows; lanes are then summed in workgroup memory.
+ * y[m, n] = dot(x[m, :], w[n, :]) for a few rows m: memory-bound on w, which is streamed once. `lanes`
+ * threads own one output row n and read w[n, :] in 16-byte vectors (4 floats, or 4 halves as 2 words),
+ * `unroll` at a time so that more loads are in flight, reusing each vector for every x row; lanes are then summed in
+ * workgroup memory.
  */
 export function gemvProgram(xDType: DType, wDType: DType, rows: number, biasDType: DType | undefined, shape: GemvShape = DEFAULT_GEMV): Program {
-  const { rowsPerGroup, lanes, unroll, rowsPerLanes } = shape;
-  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${biasDType}:${rowsPerGroup}x${lanes}x${unroll}x${rowsPerLanes}`, () => {
+  const { rowsPerGroup, lanes, unroll } = shape;
+  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${biasDType}:${rowsPerGroup}x${lanes}x${unroll}`, () => {
     const U = Array.from({ length: unroll }, (_, j) => j);
-    const Q = Array.from({ length: rowsPerLanes }, (_, q) => q);
     const lw = load4('w', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
-    // one accumulator (and one partial-sum slot per thread) for each (x row m, output row q)
-    const pairs = R.flatMap((m) => Q.map((q) => [m, q] as const));
-    const slot = (m: number, q: number) => (m * rowsPerLanes + q) * threads;
-    const body = (js: number[]) => `${js.map((j) => R.map((m) => `let x${m}_${j} = x4(${m}u, k4 + ${j * lanes}u);`).join(' ')).join('\n      ')}
-      ${Q.map((q) => `if (n0 + ${q}u < u.N) {
-        ${js.map((j) => `let w${q}_${j} = load4_w((n0 + ${q}u) * K4 + k4 + ${j * lanes}u);`).join(' ')}
-        ${R.map((m) => `acc${m}_${q} += ${js.map((j) => `dot(w${q}_${j}, x${m}_${j})`).join(' + ')};`).join(' ')}
-      }`).join('\n      ')}`;
+    const part = (m: number) => `partial[${m * threads}u + lid.x]`;
     return program({
       name: 'matmul',
       inputs: biasDType ? { x: xDType, w: wDType, bias: biasDType } : { x: xDType, w: wDType },
@@ -199,33 +184,38 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, biasDTyp
       views: xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view },
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
-      helpers: `var<workgroup> partial: array<f32, ${pairs.length * threads}>;
+      helpers: `var<workgroup> partial: array<f32, ${rows * threads}>;
 ${lw.fn}
 fn x4(m: u32, k4: u32) -> vec4<f32> {
   ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
 }`,
       main: `  let r = lid.x / ${lanes}u;
   let lane = lid.x % ${lanes}u;
-  let n0 = ((wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r) * ${rowsPerLanes}u;
+  let n = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r;
   let K4 = u.K / 4u;
-  ${pairs.map(([m, q]) => `var acc${m}_${q} = 0.0;`).join(' ')}
-  var k4 = lane;
-  for (; k4 + ${(unroll - 1) * lanes}u < K4; k4 += ${unroll * lanes}u) {
-      ${body(U)}
+  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}
+  if (n < u.N) {
+    let wRow = n * K4;
+    var k4 = lane;
+    for (; k4 + ${(unroll - 1) * lanes}u < K4; k4 += ${unroll * lanes}u) {
+      ${U.map((j) => `let w${j} = load4_w(wRow + k4 + ${j * lanes}u);`).join('\n      ')}
+      ${R.map((m) => `acc${m} += ${U.map((j) => `dot(w${j}, x4(${m}u, k4 + ${j * lanes}u))`).join(' + ')};`).join('\n      ')}
+    }
+    for (; k4 < K4; k4 += ${lanes}u) {
+      let w0 = load4_w(wRow + k4);
+      ${R.map((m) => `acc${m} += dot(w0, x4(${m}u, k4));`).join('\n      ')}
+    }
   }
-  for (; k4 < K4; k4 += ${lanes}u) {
-      ${body([0])}
-  }
-  ${pairs.map(([m, q]) => `partial[${slot(m, q)}u + lid.x] = acc${m}_${q};`).join('\n  ')}
+  ${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
   workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (lane < s) {
-      ${pairs.map(([m, q]) => `partial[${slot(m, q)}u + lid.x] += partial[${slot(m, q)}u + lid.x + s];`).join('\n      ')}
+      ${R.map((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
     }
     workgroupBarrier();
   }
-  if (lane == 0u) {
-    ${pairs.map(([m, q]) => `if (n0 + ${q}u < u.N) { out[${m}u * u.N + n0 + ${q}u] = partial[${slot(m, q)}u + lid.x]${biasDType ? ` + load_bias(n0 + ${q}u)` : ''}; }`).join('\n    ')}
+  if (lane == 0u && n < u.N) {
+    ${R.map((m) => `out[${m}u * u.N + n] = ${part(m)}${biasDType ? ' + load_bias(n)' : ''};`).join('\n    ')}
   }`,
     });
   });
@@ -238,7 +228,7 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
   if (out.size === 0) return out;
   if (useGemv(attrs)) {
     const prog = gemvProgram(a.dtype, b.dtype, M, bias?.dtype);
-    await backend.run(prog, inputs, [out], { N, K }, grid1d(N, gemvRowsPerWorkgroup(DEFAULT_GEMV), backend.limits.maxComputeWorkgroupsPerDimension));
+    await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return out;
   }
   const tile = DEFAULT_TILE;
