@@ -47,7 +47,9 @@ writeFileSync(
   new URL('monoid-prefill.svg', dir),
   chart({ title: 'Monoid scan prefill, H=32, Dk=Dv=64 (H200)', xLabel: 'tokens T', yLabel: 'tokens / s', series: [{ label: 'WebGPU chunk', points: prefill('webgpu') }, { label: 'PyTorch f32 chunk', points: prefill('pytorch') }] }),
 );
-const decode = pick(m, 'webgpu', 'decode-ctx', 'usPerToken').map((r) => [Number(r.name.slice('decode-ctx'.length)), r.usPerToken]);
+// the monoid step from the round-robin sweep (one process, two rounds averaged)
+const sweep = rows('2026-11-26-h200-gemv-sweep.jsonl').find((r) => r.name === 'decode-sweep');
+const decode = Object.entries(sweep.usPerToken).map(([ctx, us]) => [Number(ctx), us.reduce((a, b) => a + b, 0) / us.length]);
 const holo = pick(m, 'webgpu', 'decode-pos', 'usPerToken').filter((r) => !r.name.endsWith('B16')).map((r) => [Math.max(1, Number(r.name.slice('decode-pos'.length))), r.usPerToken]);
 writeFileSync(
   new URL('decode-vs-context.svg', dir),
