@@ -6,9 +6,10 @@ which keeps PyTorch on its masked kernels, so both are reported.
 usage: python3 bench_attention.py
 """
 import json
-import statistics
 
 import torch
+
+from timing import time_ms
 import torch.nn.functional as F
 
 torch.backends.cuda.matmul.allow_tf32 = False
@@ -16,19 +17,6 @@ torch.set_float32_matmul_precision("highest")
 dev = "cuda"
 
 
-def time_ms(fn, reps=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 name = torch.cuda.get_device_name()

@@ -11,9 +11,10 @@ line per case (CUDA-event medians). usage: python3 monoid_scan.py
 """
 import json
 import math
-import statistics
 
 import torch
+
+from timing import time_ms
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.set_float32_matmul_precision("highest")
@@ -77,19 +78,6 @@ def inputs(B, H, T, D, g):
     return q, k, v, ld
 
 
-def time_ms(fn, reps=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
 
 
 g = torch.Generator(device=dev).manual_seed(0)

@@ -5,7 +5,8 @@
  * GPU times are medians of timestamp queries over back-to-back passes, summed over the kernels of one call.
  */
 import { Rng, type Tensor, compareClose, cpu, tensor } from '@phalanx/core';
-import { type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
+import { type WebGPUBackend, timeOnGpu } from '@phalanx/webgpu';
+import { benchMain } from '../../../tools/bench/harness.js';
 import { monoidScan, monoidStep } from '../src/index.js';
 
 interface Case {
@@ -59,23 +60,8 @@ async function toGpu<T extends Record<string, Tensor>>(x: T, g: WebGPUBackend): 
   return Object.fromEntries(await Promise.all(Object.entries(x).map(async ([k, t]) => [k, await t.to(g)]))) as T;
 }
 
-/** Median GPU time of one call of `fn` (all its kernels), after warm-up; calls are recorded back to back. */
-async function gpuMs(g: WebGPUBackend, fn: () => Promise<Tensor[]>, reps: number) {
-  const t0 = performance.now();
-  (await fn()).forEach((t) => t.dispose());
-  await g.sync();
-  const firstMs = performance.now() - t0;
-  for (let warm = performance.now(); performance.now() - warm < 100; ) {
-    (await fn()).forEach((t) => t.dispose());
-    await g.sync();
-  }
-  const p = g.profile('timestamp');
-  for (let i = 0; i < reps; i++) (await fn()).forEach((t) => t.dispose());
-  await g.sync();
-  const report = await p.stop();
-  const kernels = Object.fromEntries(report.kernels.map((k) => [k.name, k.medianMs]));
-  return { medianMs: Object.values(kernels).reduce((a, b) => a + b, 0), kernels, firstMs };
-}
+/** GPU time of one call (all its kernels); the call's outputs are disposed each time. */
+const gpuMs = (g: WebGPUBackend, fn: () => Promise<Tensor[]>, reps: number) => timeOnGpu(g, async () => (await fn()).forEach((t) => t.dispose()), { reps });
 
 /** Head 0 of the GPU result against the CPU recurrence (float64) on the same inputs. */
 async function spotCheck(x: ReturnType<typeof inputs>, B: number, T: number, heads: number, d: number, gpuOut: Tensor) {
@@ -116,7 +102,7 @@ async function sweep(g: WebGPUBackend, c: Case, reps: number) {
       (usPerToken[T] ??= []).push(t.medianMs * 1e3);
     }
   }
-  return { ...c, contexts, usPerToken };
+  return { contexts, usPerToken };
 }
 
 async function run(g: WebGPUBackend, c: Case, reps: number) {
@@ -128,27 +114,14 @@ async function run(g: WebGPUBackend, c: Case, reps: number) {
     const t = await gpuMs(g, async () => Object.values(await monoidScan(gx, { mode: 'chunk' })), reps);
     const check = T <= 8192 ? await spotCheck(x, B, T, heads, d, (await monoidScan(gx, { mode: 'chunk' })).output) : undefined;
     // per token and head: the intra-chunk scores and A V (~2 C d each, half masked), q S and the local state (2 d^2 each)
-    return { ...c, ...t, check, tokensPerSec: (B * T) / (t.medianMs / 1e3) };
+    return { ...t, check, tokensPerSec: (B * T) / (t.medianMs / 1e3) };
   }
   // decode: prefill a context of T tokens (or, with no context, start from a random state), then time one step
   const finalState = T > 0 ? (await monoidScan(gx, { mode: 'auto' })).finalState : await tensor(Float32Array.from({ length: B * heads * d * d }, (_, i) => Math.sin(i)), [B, heads, d, d]).to(g);
   const step = await stepInputs(B, heads, d, g);
   const t = await gpuMs(g, async () => Object.values(await monoidStep(finalState, step)), reps);
   const bytes = 2 * B * heads * d * d * 4 + 5 * B * heads * d * 4; // state read + written, q k v logDecay read, output written
-  return { ...c, ...t, usPerToken: t.medianMs * 1e3, stateBytes: B * heads * d * d * 4, GBps: bytes / t.medianMs / 1e6 };
+  return { ...t, usPerToken: t.medianMs * 1e3, stateBytes: B * heads * d * d * 4, GBps: bytes / t.medianMs / 1e6 };
 }
 
-async function main() {
-  const args = process.argv.slice(2);
-  const quick = args.includes('--quick');
-  const only = args.flatMap((a, i) => (args[i - 1] === '--case' ? [a] : []));
-  const reps = quick ? 5 : 30;
-  const g = await createWebGPUBackend({ maxPassesPerSubmit: 8, dawnFlags: ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] });
-  const device = `${g.info.vendor} ${g.info.architecture} ${g.info.description}`.trim();
-  for (const c of (quick ? QUICK : FULL).filter((c) => only.length === 0 || only.includes(c.name))) {
-    console.log(JSON.stringify({ device, date: new Date().toISOString().slice(0, 10), ...(await run(g, c, reps)) }));
-  }
-  g.dispose();
-}
-
-await main();
+await benchMain({ full: FULL, quick: QUICK, run });

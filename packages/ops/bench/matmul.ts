@@ -5,7 +5,8 @@
  * of the repeats); every repeat is its own submit, awaited, to keep dawn.node stable on NVIDIA.
  */
 import { type DType, Rng, type Tensor, compareClose, randn } from '@phalanx/core';
-import { type WebGPUBackend, createWebGPUBackend, grid1d, program } from '@phalanx/webgpu';
+import { type WebGPUBackend, grid1d, program, timeOnGpu } from '@phalanx/webgpu';
+import { benchMain } from '../../../tools/bench/harness.js';
 import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
 interface Case {
@@ -43,30 +44,6 @@ function parseTile(s: string | undefined): GemmTile {
   return { BM, BN, BK, TM, TN };
 }
 
-/**
- * GPU time of one dispatch: the median over `reps` passes of their timestamps. The passes are recorded back
- * to back (submitted every 8 by the backend, awaited only at the end) after ~100 ms of warm-up, so the GPU runs at its working
- * clocks: awaiting each submit alone lets an NVIDIA GPU drop its clocks between passes (seen: 4x slower).
- * `wallMs` is the wall-clock time of the same `reps` dispatches divided by `reps`, as a cross-check.
- */
-async function gpuMs(g: WebGPUBackend, dispatch: () => Promise<void>, reps: number): Promise<{ medianMs: number; minMs: number; wallMs: number; firstMs: number }> {
-  const t0 = performance.now();
-  await dispatch();
-  await g.sync();
-  const firstMs = performance.now() - t0;
-  for (let warm = performance.now(); performance.now() - warm < 100; ) {
-    for (let i = 0; i < 8; i++) await dispatch();
-    await g.sync();
-  }
-  const p = g.profile('timestamp');
-  const t1 = performance.now();
-  for (let i = 0; i < reps; i++) await dispatch();
-  await g.sync();
-  const wallMs = (performance.now() - t1) / reps;
-  const [k] = (await p.stop()).kernels;
-  return { medianMs: k!.medianMs, minMs: k!.minMs, wallMs, firstMs };
-}
-
 /** The kernel's result at 256 random entries against float64 dot products: relative RMSE (NaN fails). */
 async function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayLike<number>, M: number, N: number, K: number, transB: boolean) {
   const rng = new Rng(7);
@@ -101,9 +78,9 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
           main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
   for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }`,
     });
-    const t = await gpuMs(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension)), reps);
+    const t = await timeOnGpu(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension)), { reps });
     const bytes = 2 * 4 * n;
-    return { ...c, perThread, ...t, bytes, GBps: bytes / t.medianMs / 1e6 };
+    return { perThread, ...t, bytes, GBps: bytes / t.medianMs / 1e6 };
   }
   const { M, N, K } = c;
   const transB = c.transB ?? c.kind === 'gemv';
@@ -117,31 +94,16 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
     c.kind === 'gemv'
       ? () => g.run(gemvProgram('f32', b.dtype, M, undefined, gemv), inputs, [out], { N, K }, grid1d(N, gemv.rowsPerGroup, g.limits.maxComputeWorkgroupsPerDimension))
       : () => g.run(gemmProgram('f32', b.dtype, transB, undefined, K % 4 === 0 && N % 4 === 0, tile), inputs, [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
-  const t = await gpuMs(g, dispatch, reps);
+  const t = await timeOnGpu(g, dispatch, { reps });
   const check = await spotCheck(await hostA.data(), await hostB.data(), await out.data(), M, N, K, transB);
   const flops = 2 * M * N * K;
   const bytes = (M * K + M * N) * 4 + N * K * (b.dtype === 'f32' ? 4 : 2);
-  return { ...c, shape: c.kind === 'matmul' ? tile : gemv, check, ...t, TFLOPs: flops / t.medianMs / 1e9, GBps: bytes / t.medianMs / 1e6 };
+  return { shape: c.kind === 'matmul' ? tile : gemv, check, ...t, TFLOPs: flops / t.medianMs / 1e9, GBps: bytes / t.medianMs / 1e6 };
 }
 
-async function main() {
-  const args = process.argv.slice(2);
-  const quick = args.includes('--quick');
-  const only = args.flatMap((a, i) => (args[i - 1] === '--case' ? [a] : []));
-  const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const tile = parseTile(option('--tile'));
-  const [rowsPerGroup, lanes, unroll] = (option('--gemv') ?? '').split('x').map(Number);
-  const gemv = rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : DEFAULT_GEMV;
-  const reps = Number(option('--reps')) || (quick ? 5 : 50);
-  const cases = (quick ? QUICK : FULL).filter((c) => only.length === 0 || only.includes(c.name));
-  // Dawn quantizes timestamps (to ~33 us on NVIDIA) unless told not to: too coarse for a GEMV.
-  const g = await createWebGPUBackend({ maxPassesPerSubmit: 8, dawnFlags: ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] });
-  console.error(`device: ${g.info.vendor} ${g.info.architecture} ${g.info.description}`);
-  for (const c of cases) {
-    const r = await run(g, c, tile, gemv, Number(option('--copy')) || 4, reps);
-    console.log(JSON.stringify({ device: `${g.info.vendor} ${g.info.architecture} ${g.info.description}`.trim(), date: new Date().toISOString().slice(0, 10), ...r }));
-  }
-  g.dispose();
-}
+const option = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
+const tile = parseTile(option('--tile'));
+const [rowsPerGroup, lanes, unroll] = (option('--gemv') ?? '').split('x').map(Number);
+const gemv = rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : DEFAULT_GEMV;
 
-await main();
+await benchMain({ full: FULL, quick: QUICK, reps: [50, 5], run: (g, c, reps) => run(g, c, tile, gemv, Number(option('--copy')) || 4, reps) });

@@ -3,10 +3,11 @@
  * K = 1, 2, 4 Euler steps, and prefill rows/s (one row per token). NanoHammer's sizes: D = 512, 16 heads of
  * 32; the MLP width is unknown (spec 2.6), 64 and 128 are tried.
  * A script until tools/bench exists: `node cell.ts [--quick] [--case NAME]...`. Each result is one JSON line
- * on stdout: wall-clock per call (median, each call ended by a sync) and GPU time from timestamp queries.
+ * on stdout: GPU time per call from timestamp queries, and wall-clock time per call.
  */
 import { type Tensor, full, randn } from '@phalanx/core';
-import { type WebGPUBackend, createWebGPUBackend, measure } from '@phalanx/webgpu';
+import { type WebGPUBackend, timeOnGpu } from '@phalanx/webgpu';
+import { benchMain } from '../../../tools/bench/harness.js';
 import { type StateCellParams, stateCell } from '../src/index.js';
 
 interface Case {
@@ -42,28 +43,9 @@ function params(g: WebGPUBackend, hidden: number): StateCellParams {
 async function run(g: WebGPUBackend, c: Case, reps: number) {
   const p = params(g, c.hidden);
   const S = randn([c.rows, D], { seed: 8, backend: g });
-  const fn = async () => (await stateCell(S, p, { heads: HEADS, steps: c.steps })).dispose();
-  const wall = await measure(g, fn, { warmup: 3, repeats: reps });
-  const prof = g.profile('timestamp');
-  for (let i = 0; i < reps; i++) await fn();
-  await g.sync();
-  const gpuMs = (await prof.stop()).totalMs / reps;
+  const t = await timeOnGpu(g, async () => (await stateCell(S, p, { heads: HEADS, steps: c.steps })).dispose(), { reps });
   [S, p.stepSize, p.preNorm.weight, p.preNorm.bias, p.fc1.weight, p.fc1.bias, p.fc2.weight, p.fc2.bias, p.postNorm.weight, p.postNorm.bias].forEach((t) => (t as Tensor | null | undefined)?.dispose());
-  return { ...c, D, heads: HEADS, firstMs: wall.firstMs, wallMs: wall.medianMs, gpuMs, rowsPerS: c.rows / (gpuMs / 1000) };
+  return { D, heads: HEADS, ...t, rowsPerS: c.rows / (t.medianMs / 1000) };
 }
 
-async function main() {
-  const args = process.argv.slice(2);
-  const quick = args.includes('--quick');
-  const only = args.flatMap((a, i) => (args[i - 1] === '--case' ? [a] : []));
-  const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const reps = Number(option('--reps')) || (quick ? 3 : 20);
-  const cases = (quick ? QUICK : FULL).filter((c) => only.length === 0 || only.includes(c.name));
-  const g = await createWebGPUBackend({ maxPassesPerSubmit: 8, dawnFlags: ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] });
-  const device = `${g.info.vendor} ${g.info.architecture} ${g.info.description}`.trim();
-  console.error(`device: ${device}`);
-  for (const c of cases) console.log(JSON.stringify({ device, date: new Date().toISOString().slice(0, 10), ...(await run(g, c, reps)) }));
-  g.dispose();
-}
-
-await main();
+await benchMain({ full: FULL, quick: QUICK, reps: [20, 3], run });

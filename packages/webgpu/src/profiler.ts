@@ -125,6 +125,45 @@ export async function measure(backend: Backend, fn: () => unknown, options: { wa
   return { firstMs, medianMs: median(samples), minMs: Math.min(...samples), maxMs: Math.max(...samples), samples };
 }
 
+export interface GpuTiming {
+  /** Wall-clock time of the first call: pipeline compilation and first allocations included. */
+  firstMs: number;
+  /** Wall-clock time per call over the timed calls (submits included). */
+  wallMs: number;
+  /** GPU time of one call: the sum over its kernels of their median pass times. */
+  medianMs: number;
+  kernels: KernelTime[];
+}
+
+/**
+ * GPU time of `fn` from timestamp queries: one first call, ~`warmupMs` of warm-up, then `reps` calls recorded
+ * back to back and awaited once, so the GPU runs at its working clocks (awaiting each call alone lets an
+ * NVIDIA GPU drop its clocks between them). Needs 'timestamp-query'.
+ */
+export async function timeOnGpu(backend: WebGPUBackendLike, fn: () => unknown, options: { reps?: number; warmupMs?: number } = {}): Promise<GpuTiming> {
+  const { reps = 20, warmupMs = 100 } = options;
+  const t0 = performance.now();
+  await fn();
+  await backend.sync();
+  const firstMs = performance.now() - t0;
+  for (let start = performance.now(); performance.now() - start < warmupMs; ) {
+    for (let i = 0; i < 8; i++) await fn();
+    await backend.sync();
+  }
+  const profile = backend.profile('timestamp');
+  const t1 = performance.now();
+  for (let i = 0; i < reps; i++) await fn();
+  await backend.sync();
+  const wallMs = (performance.now() - t1) / reps;
+  const { kernels } = await profile.stop();
+  return { firstMs, wallMs, medianMs: kernels.reduce((s, k) => s + k.medianMs, 0), kernels };
+}
+
+/** What `timeOnGpu` needs of the backend (kept structural so this module does not import the backend). */
+interface WebGPUBackendLike extends Backend {
+  profile(mode: ProfileMode): { stop(): Promise<ProfileReport> };
+}
+
 export function median(xs: readonly number[]): number {
   const sorted = [...xs].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
