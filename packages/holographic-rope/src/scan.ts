@@ -1,3 +1,5 @@
+import { hillisSteele } from '@phalanx/core';
+
 /**
  * An element of the monoid (spec 2.5): a unit rotation rho = e^{i phase} per complex lane and an accumulator
  * J (lanes as (re, im) pairs). The phase is kept rather than rho, as monoid-scan keeps the log-decay: phases
@@ -29,14 +31,7 @@ export function combine(a: HolographicElement, b: HolographicElement): Holograph
   return { phase, state };
 }
 
-/**
- * Inclusive prefix products by Hillis-Steele: log2(n) rounds, each combining every element with the one
- * `offset` before it, all independent within a round (the log-depth form; it keeps n states).
- */
+/** Inclusive prefix products of the elements, in log2(n) rounds (core's `hillisSteele` with this monoid). */
 export function prefixScan(elements: readonly HolographicElement[]): HolographicElement[] {
-  let prev = [...elements];
-  for (let offset = 1; offset < prev.length; offset *= 2) {
-    prev = prev.map((e, i) => (i < offset ? e : combine(prev[i - offset]!, e)));
-  }
-  return prev;
+  return hillisSteele(elements, combine);
 }

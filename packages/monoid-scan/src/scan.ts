@@ -1,3 +1,4 @@
+import { hillisSteele } from '@phalanx/core';
 import type { HeadInputs, HeadOutputs } from './reference.js';
 import { readout } from './reference.js';
 
@@ -29,17 +30,9 @@ export function combine(a: MonoidElement, b: MonoidElement): MonoidElement {
   return { logDecay, state };
 }
 
-/**
- * Inclusive prefix products e_0, e_0 + e_1, ... by Hillis-Steele: log2(n) rounds, each combining every
- * element with the one `offset` before it. Every round reads only the previous round, so the combines of a
- * round are independent (the log-depth form; it keeps n full states, so it is for tests and small n).
- */
+/** Inclusive prefix products of the elements, in log2(n) rounds (core's `hillisSteele` with this monoid). */
 export function prefixScan(elements: readonly MonoidElement[]): MonoidElement[] {
-  let prev = [...elements];
-  for (let offset = 1; offset < prev.length; offset *= 2) {
-    prev = prev.map((e, i) => (i < offset ? e : combine(prev[i - offset]!, e)));
-  }
-  return prev;
+  return hillisSteele(elements, combine);
 }
 
 /** Mode 'scan': the state after token t is the prefix product (0, h0) + e_1 + ... + e_t. */
