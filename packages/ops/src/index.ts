@@ -2,6 +2,7 @@
  * @phalanx/ops: the shared layers every model preset needs, on the CPU (float64 accumulation) and WebGPU.
  * Importing it registers its kernels on both backends.
  */
+export { ACTIVATIONS_WGSL, erf, geluErf64, silu64 } from './activations.js';
 export * from './linear.js';
 export * from './layers.js';
 export * from './rope.js';

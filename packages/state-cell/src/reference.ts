@@ -1,25 +1,10 @@
+import { geluErf64, silu64 } from '@phalanx/ops';
 import type { ParamName, StateCellAttrs } from './index.js';
 
 /** The cell's parameters as float64-readable arrays, by name; absent optional ones are undefined. */
 export type ParamValues = Partial<Record<ParamName, ArrayLike<number>>>;
 
-/** erf from the all-positive series of Abramowitz-Stegun 7.1.6 (no cancellation); +-1 in float64 past |x| = 6. */
-function erf(x: number): number {
-  const a = Math.abs(x);
-  if (a > 6) return Math.sign(x);
-  let term = a;
-  let sum = a;
-  for (let n = 1; term > 1e-17 * sum; n++) {
-    term *= (2 * a * a) / (2 * n + 1);
-    sum += term;
-  }
-  return Math.sign(x) * ((2 / Math.sqrt(Math.PI)) * Math.exp(-a * a) * sum);
-}
-
-const ACTIVATIONS = {
-  gelu: (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2)),
-  silu: (x: number) => x / (1 + Math.exp(-x)),
-};
+const ACTIVATIONS = { gelu: geluErf64, silu: silu64 };
 
 /**
  * LayerNorm (biased variance) or RMSNorm of each group of `size` consecutive values of v, in place, then

@@ -1,4 +1,5 @@
 import { type DType, type Tensor, empty, registerKernel } from '@phalanx/core';
+import { ACTIVATIONS_WGSL } from '@phalanx/ops';
 import { type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
 import type { ParamName, StateCellAttrs } from './index.js';
 
@@ -7,16 +8,10 @@ const WG = 64;
 /** Workgroup memory of one row: the state, its normalized copy, a reduction buffer and the MLP's hidden values. */
 const sharedFloats = ({ D, heads, hidden }: StateCellAttrs) => 3 * D + heads * hidden;
 
+/** The MLP's activation as `act(x)`, from the same WGSL functions as the ops of @phalanx/ops. */
 const ACTIVATIONS = {
-  // 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2); erfc by the Chebyshev fit erfcc of Numerical Recipes (relative error < 1.2e-7)
-  gelu: `fn act(x: f32) -> f32 {
-  let z = -0.70710678118654752 * x;
-  let a = abs(z);
-  let t = 1.0 / (1.0 + 0.5 * a);
-  let r = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
-  return 0.5 * x * select(2.0 - r, r, z >= 0.0);
-}`,
-  silu: `fn act(x: f32) -> f32 { return x / (1.0 + exp(-x)); }`,
+  gelu: `${ACTIVATIONS_WGSL}\nfn act(x: f32) -> f32 { return gelu(x, 0u); }`,
+  silu: `${ACTIVATIONS_WGSL}\nfn act(x: f32) -> f32 { return silu(x); }`,
 };
 
 /** `for` over this thread's share of the row's D values, as i. */

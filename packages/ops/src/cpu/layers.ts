@@ -1,23 +1,9 @@
 /** CPU kernels of the layers in ../layers.ts: the plain math, accumulated in float64. */
 import { type StorageArray, type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
+import { geluErf64, silu64 } from '../activations.js';
 import type { CrossEntropyAttrs, EmbeddingAttrs, GeluAttrs, LayerNormAttrs, LerpAttrs, MixAttrs, RmsNormAttrs, RowAttrs, SoftcapAttrs, XieluCoefficients } from '../layers.js';
 
 type Values = ArrayLike<number>;
-
-/** erf from the all-positive series of Abramowitz-Stegun 7.1.6 (no cancellation); it is ±1 in float64 past |x| = 6. */
-function erf(x: number): number {
-  if (Math.abs(x) >= 6) return Math.sign(x);
-  const x2 = 2 * x * x;
-  let term = x;
-  let sum = x;
-  for (let n = 1; Math.abs(term) > 1e-17 * Math.abs(sum); n++) {
-    term *= x2 / (2 * n + 1);
-    sum += term;
-  }
-  return (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x) * sum;
-}
-
-const silu = (x: number) => x / (1 + Math.exp(-x));
 
 /** log(sum(exp(v[base .. base + d]))), with the row max taken out first so exp cannot overflow. */
 function logSumExp(v: Values, base: number, d: number): number {
@@ -104,13 +90,13 @@ map<EmbeddingAttrs>(
   },
   (_inputs, { outShape }) => outShape,
 );
-map('silu', ([x], i) => silu(x![i]!));
+map('silu', ([x], i) => silu64(x![i]!));
 map<GeluAttrs>('gelu', ([x], i, { approximate }) => {
   const v = x![i]!;
   if (approximate === 'tanh') return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
-  return 0.5 * v * (1 + erf(v / Math.SQRT2));
+  return geluErf64(v);
 });
-map('swiglu', ([gate, up], i) => silu(gate![i]!) * up![i]!);
+map('swiglu', ([gate, up], i) => silu64(gate![i]!) * up![i]!);
 map<XieluCoefficients>('xielu', ([x], i, { ap, an, bp, bn }) => {
   const u = x![i]!;
   return u > 0 ? ap * u * u + bp * u : an * u * u + bn * u;

@@ -6,6 +6,7 @@
  */
 import { type Tensor, empty, registerKernel } from '@phalanx/core';
 import { type Program, type UniformType, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
+import { ACTIVATIONS_WGSL } from '../activations.js';
 import type { CrossEntropyAttrs, EmbeddingAttrs, GeluAttrs, LayerNormAttrs, LerpAttrs, MixAttrs, RmsNormAttrs, RowAttrs, SoftcapAttrs, XieluCoefficients } from '../layers.js';
 
 const WG = 256;
@@ -15,25 +16,7 @@ const NAN = /* wgsl */ `
 fn nan() -> f32 { let bits = 0x7fc00000u; return bitcast<f32>(bits); }`;
 
 /** Functions the elementwise kernels share. */
-const MATH = /* wgsl */ `${NAN}
-fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
-// tanh(±10) is ±1 in f32; clamping keeps drivers whose tanh divides exponentials from overflowing to NaN
-fn tanh_safe(x: f32) -> f32 { return tanh(clamp(x, -10.0, 10.0)); }
-// erfc with relative error < 1.2e-7 everywhere (the Chebyshev fit erfcc of Numerical Recipes)
-fn erfc_approx(x: f32) -> f32 {
-  let z = abs(x);
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807
-        + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))));
-  let r = t * exp(p - z * z);
-  return select(2.0 - r, r, x >= 0.0);
-}
-fn gelu(x: f32, tanh_form: u32) -> f32 {
-  if (tanh_form != 0u) { return 0.5 * x * (1.0 + tanh_safe(0.7978845608 * (x + 0.044715 * x * x * x))); }
-  // 1 + erf(z) = erfc(-z), which keeps its relative accuracy where x is very negative
-  return 0.5 * x * erfc_approx(-0.70710678118654752 * x);
-}
-`;
+const MATH = `${NAN}${ACTIVATIONS_WGSL}`;
 
 /** Tree reductions over the workgroup; every invocation must call them (from workgroup-uniform control flow). */
 function treeReduce(name: string, combine: string): string {
