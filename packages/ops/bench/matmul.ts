@@ -11,7 +11,7 @@ import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram,
 
 interface Case {
   name: string;
-  kind: 'copy' | 'matmul' | 'gemv';
+  kind: 'copy' | 'read' | 'write' | 'matmul' | 'gemv';
   M: number;
   N: number;
   K: number;
@@ -22,6 +22,9 @@ interface Case {
 const FULL: Case[] = [
   { name: 'copy-1GiB', kind: 'copy', M: 0, N: 0, K: 2 ** 28 },
   { name: 'copy-64MiB', kind: 'copy', M: 0, N: 0, K: 2 ** 24 },
+  // the two halves of a copy apart: which one limits the bandwidth WGSL reaches
+  { name: 'read-1GiB', kind: 'read', M: 0, N: 0, K: 2 ** 28 },
+  { name: 'write-1GiB', kind: 'write', M: 0, N: 0, K: 2 ** 28 },
   { name: 'matmul-2048', kind: 'matmul', M: 2048, N: 2048, K: 2048 },
   { name: 'matmul-4096', kind: 'matmul', M: 4096, N: 4096, K: 4096 },
   { name: 'linear-4096', kind: 'matmul', M: 4096, N: 4096, K: 4096, transB: true },
@@ -63,23 +66,27 @@ async function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayL
 
 async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, perThread: number, reps: number) {
   const seed = 1;
-  if (c.kind === 'copy') {
+  if (c.kind === 'copy' || c.kind === 'read' || c.kind === 'write') {
     const n = c.K;
     const x = randn([n], { seed, backend: g });
-    const y = randn([n], { seed: 2, backend: g });
-    // each workgroup copies perThread x 256 vec4s, each warp's accesses contiguous
+    const y = randn([c.kind === 'read' ? 256 * 4 : n], { seed: 2, backend: g });
+    // each workgroup moves perThread x 256 vec4s, each warp's accesses contiguous; a read-only pass keeps one
+    // sum per invocation and writes it only if it is impossible (so nothing is written, yet nothing is elided)
+    const move = { copy: 'y[i] = x[i];', read: 'acc += x[i];', write: 'y[i] = vec4<f32>(f32(i));' }[c.kind];
     const prog = program({
-      name: 'copy4',
+      name: `${c.kind}4`,
       inputs: { x: 'f32' },
       outputs: { y: 'f32' },
       views: { x: 'vec4<f32>', y: 'vec4<f32>' },
       uniforms: { n4: 'u32' },
       workgroupSize: 256,
-          main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
-  for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }`,
+      main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
+  var acc = vec4<f32>(0.0);
+  for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { ${move} } }
+  if (acc.x == -12345.678) { y[lid.x] = acc; }`,
     });
     const t = await timeOnGpu(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension)), { reps });
-    const bytes = 2 * 4 * n;
+    const bytes = (c.kind === 'copy' ? 2 : 1) * 4 * n;
     return { perThread, ...t, bytes, GBps: bytes / t.medianMs / 1e6 };
   }
   const { M, N, K } = c;
