@@ -204,14 +204,16 @@ function outputProgram(d: Dims, dtype: string): Program {
   const { Dk, Dv, scalarDecay } = d;
   return cached(`monoid:chunk-output:${Dk}:${Dv}:${scalarDecay}:${dtype}`, () => {
     const dt = dtype as 'f32';
-    // q and k tiles get a padded row stride: the score loop reads 16 different key rows at once
-    const KP = Dk + 1;
-    const stage = (buf: string, width: number, value: string, stride = width) => `for (var e = lid.x; e < ${SUB * width}u; e += ${THREADS}u) {
-      let rr = e / ${width}u;
-      let x = e % ${width}u;
-      ${buf}[rr * ${stride}u + x] = ${value};
+    // Tiles are vec4 rows, padded with zeros to whole vec4s (a zero lane adds nothing to a dot product); q and
+    // k rows get one more vec4 of stride, as the score loop reads 16 different key rows at once.
+    const K4 = Math.ceil(Dk / 4);
+    const V4 = Math.ceil(Dv / 4);
+    const stage = (buf: string, width: number, vecStride: number, value: string) => `for (var e = lid.x; e < ${SUB * 4 * Math.ceil(width / 4)}u; e += ${THREADS}u) {
+      let rr = e / ${4 * Math.ceil(width / 4)}u;
+      let x = e % ${4 * Math.ceil(width / 4)}u;
+      ${buf}[rr * ${vecStride}u + x / 4u][x % 4u] = select(0.0, ${value}, x < ${width}u);
     }`;
-    const C4 = [0, 1, 2, 3];
+    const qRow = (rr: string) => `p * ${SUB}u + ${rr}`;
     return program({
       name: 'monoid-chunk-output',
       inputs: { q: dt, k: dt, v: dt, logDecay: dt, states: 'f32', seqs: 'u32' },
@@ -221,67 +223,69 @@ function outputProgram(d: Dims, dtype: string): Program {
       helpers: `${SEQUENCE}
 ${decay(scalarDecay, Dk)}
 ${ROW}
-var<workgroup> cum: array<f32, ${CHUNK * Dk}>;
-var<workgroup> qx: array<f32, ${SUB * (Dk + 1)}>;
-var<workgroup> kx: array<f32, ${SUB * (Dk + 1)}>;
-var<workgroup> vx: array<f32, ${SUB * Dv}>;
-var<workgroup> att: array<f32, ${SUB * SUB}>;`,
+var<workgroup> cum: array<vec4<f32>, ${CHUNK * K4}>;
+var<workgroup> qx: array<vec4<f32>, ${SUB * (K4 + 1)}>;
+var<workgroup> kx: array<vec4<f32>, ${SUB * (K4 + 1)}>;
+var<workgroup> vx: array<vec4<f32>, ${SUB * V4}>;
+var<workgroup> att: array<f32, ${SUB * SUB}>;
+fn cumAt(row: u32, i: u32) -> f32 { return cum[row * ${K4}u + i / 4u][i % 4u]; }`,
       main: `${CHUNK_PRELUDE(Dk)}
-  // B_r: inclusive cumulative log-decay inside the chunk, one key dim per thread
-  if (lid.x < ${Dk}u) {
+  // B_r: inclusive cumulative log-decay inside the chunk, one key dim per thread (padding lanes stay 0)
+  if (lid.x < ${4 * K4}u) {
     var acc = 0.0;
     for (var r = 0u; r < ${CHUNK}u; r++) {
-      if (r < rows) { acc += ld(rowOf(seq.x, first + r, h), lid.x); }
-      cum[r * ${Dk}u + lid.x] = acc;
+      if (r < rows && lid.x < ${Dk}u) { acc += ld(rowOf(seq.x, first + r, h), lid.x); }
+      cum[r * ${K4}u + lid.x / 4u][lid.x % 4u] = acc;
     }
   }
   workgroupBarrier();
   let r = lid.x / 16u;  // query row within the sub-chunk; also the score's row
-  let g = lid.x % 16u;  // column group; also the score's key row
+  let g = lid.x % 16u;  // vec4 of value columns; also the score's key row
   for (var p = 0u; p < ${CHUNK / SUB}u; p++) {
     let qr = p * ${SUB}u + r;
-    ${C4.map((c) => `var o${c} = 0.0;`).join(' ')}
+    var o = vec4<f32>(0.0);
     // (q * exp(B_r)) S_c, S_c staged 16 rows at a time in vx
-    ${stage('qx', Dk, `select(0.0, load_q(rowOf(seq.x, first + p * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cum[(p * ${SUB}u + rr) * ${Dk}u + x]), p * ${SUB}u + rr < rows)`, KP)}
-    for (var i0 = 0u; i0 < ${Dk}u; i0 += ${SUB}u) {
-      ${stage('vx', Dv, `select(0.0, states[(chunkBase + i0 + rr) * ${Dv}u + x], i0 + rr < ${Dk}u)`)}
+    ${stage('qx', Dk, K4 + 1, `select(0.0, load_q(rowOf(seq.x, first + ${qRow('rr')}, h) * ${Dk}u + x) * exp(cumAt(${qRow('rr')}, x)), ${qRow('rr')} < rows)`)}
+    for (var i0 = 0u; i0 < ${4 * K4}u; i0 += ${SUB}u) {
+      ${stage('vx', Dv, V4, `select(0.0, states[(chunkBase + i0 + rr) * ${Dv}u + x], i0 + rr < ${Dk}u)`)}
       workgroupBarrier();
       for (var ii = 0u; ii < ${SUB}u; ii++) {
-        let w = qx[r * ${KP}u + min(i0 + ii, ${Dk - 1}u)];
-        ${C4.map((c) => `o${c} = fma(w, vx[ii * ${Dv}u + min(4u * g + ${c}u, ${Dv - 1}u)], o${c});`).join('\n        ')}
+        let i = i0 + ii;
+        if (g < ${V4}u && i < ${4 * K4}u) { o = fma(vec4<f32>(qx[r * ${K4 + 1}u + i / 4u][i % 4u]), vx[ii * ${V4}u + g], o); }
       }
       workgroupBarrier();
     }
     // q * exp(B_r - g_p), for the sub-chunks before p
-    ${stage('qx', Dk, `select(0.0, load_q(rowOf(seq.x, first + p * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cum[(p * ${SUB}u + rr) * ${Dk}u + x] - cum[p * ${SUB * Dk}u + x]), p * ${SUB}u + rr < rows)`, KP)}
+    ${stage('qx', Dk, K4 + 1, `select(0.0, load_q(rowOf(seq.x, first + ${qRow('rr')}, h) * ${Dk}u + x) * exp(cumAt(${qRow('rr')}, x) - cumAt(p * ${SUB}u, x)), ${qRow('rr')} < rows)`)}
     for (var b = 0u; b <= p; b++) {
       if (b == p) {
-        ${stage('qx', Dk, `select(0.0, load_q(rowOf(seq.x, first + p * ${SUB}u + rr, h) * ${Dk}u + x), p * ${SUB}u + rr < rows)`, KP)}
-        ${stage('kx', Dk, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x), b * ${SUB}u + rr < rows)`, KP)}
+        ${stage('qx', Dk, K4 + 1, `select(0.0, load_q(rowOf(seq.x, first + ${qRow('rr')}, h) * ${Dk}u + x), ${qRow('rr')} < rows)`)}
+        ${stage('kx', Dk, K4 + 1, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x), b * ${SUB}u + rr < rows)`)}
       } else {
-        ${stage('kx', Dk, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cum[p * ${SUB * Dk}u + x] - cum[(b * ${SUB}u + rr) * ${Dk}u + x]), b * ${SUB}u + rr < rows)`, KP)}
+        ${stage('kx', Dk, K4 + 1, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cumAt(p * ${SUB}u, x) - cumAt(b * ${SUB}u + rr, x)), b * ${SUB}u + rr < rows)`)}
       }
-      ${stage('vx', Dv, `select(0.0, load_v(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dv}u + x), b * ${SUB}u + rr < rows)`)}
+      ${stage('vx', Dv, V4, `select(0.0, load_v(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dv}u + x), b * ${SUB}u + rr < rows)`)}
       workgroupBarrier();
       var a = 0.0;
       if (b < p) {
-        for (var i = 0u; i < ${Dk}u; i++) { a = fma(qx[r * ${KP}u + i], kx[g * ${KP}u + i], a); }
+        for (var i = 0u; i < ${K4}u; i++) { a += dot(qx[r * ${K4 + 1}u + i], kx[g * ${K4 + 1}u + i]); }
       } else if (g <= r) {
-        for (var i = 0u; i < ${Dk}u; i++) {
-          a = fma(qx[r * ${KP}u + i] * kx[g * ${KP}u + i], exp(cum[qr * ${Dk}u + i] - cum[(b * ${SUB}u + g) * ${Dk}u + i]), a);
+        for (var i = 0u; i < ${K4}u; i++) {
+          a += dot(qx[r * ${K4 + 1}u + i] * kx[g * ${K4 + 1}u + i], exp(cum[qr * ${K4}u + i] - cum[(b * ${SUB}u + g) * ${K4}u + i]));
         }
       }
       att[lid.x] = a;
       workgroupBarrier();
-      for (var s = 0u; s < ${SUB}u; s++) {
-        let w = att[r * ${SUB}u + s];
-        ${C4.map((c) => `o${c} = fma(w, vx[s * ${Dv}u + min(4u * g + ${c}u, ${Dv - 1}u)], o${c});`).join('\n        ')}
+      if (g < ${V4}u) {
+        for (var s = 0u; s < ${SUB}u; s++) { o = fma(vec4<f32>(att[r * ${SUB}u + s]), vx[s * ${V4}u + g], o); }
       }
       workgroupBarrier();
     }
     if (qr < rows) {
       let row = rowOf(seq.x, first + qr, h);
-      ${C4.map((c) => `if (4u * g + ${c}u < ${Dv}u) { out[row * ${Dv}u + 4u * g + ${c}u] = o${c}; }`).join('\n      ')}
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * g + c < ${Dv}u) { out[row * ${Dv}u + 4u * g + c] = o[c]; }
+      }
     }
   }`,
     });
