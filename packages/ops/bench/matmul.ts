@@ -71,7 +71,8 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
     const x = randn([n], { seed, backend: g });
     const y = randn([c.kind === 'read' ? 256 * 4 : n], { seed: 2, backend: g });
     // each workgroup moves perThread x 256 vec4s, each warp's accesses contiguous; a read-only pass keeps one
-    // sum per invocation and writes it only if it is impossible (so nothing is written, yet nothing is elided)
+    // sum per invocation and writes it only if it is impossible (so nothing is written, yet nothing is elided);
+    // the same dead branch keeps x bound in the write-only pass
     const move = { copy: 'y[i] = x[i];', read: 'acc += x[i];', write: 'y[i] = vec4<f32>(f32(i));' }[c.kind];
     const prog = program({
       name: `${c.kind}4`,
@@ -83,7 +84,7 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
       main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
   var acc = vec4<f32>(0.0);
   for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { ${move} } }
-  if (acc.x == -12345.678) { y[lid.x] = acc; }`,
+  if (acc.x == -12345.678) { y[lid.x] = acc + x[lid.x]; }`,
     });
     const t = await timeOnGpu(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension)), { reps });
     const bytes = (c.kind === 'copy' ? 2 : 1) * 4 * n;
