@@ -1,6 +1,6 @@
 import { assertClose, DeviceError, DeviceLostError, InputError, type Tensor, add, cpu, cpuValues, debug, empty, fallbackCounts, getBackend, randn, registerKernel, runKernel, sum, tensor } from '@phalanx/core';
 import { describe, expect, it } from 'vitest';
-import { type WebGPUBackend, createWebGPUBackend, grid1d, measure, program, sizeClass, uniformLayout } from '../src/index.js';
+import { type WebGPUBackend, createWebGPUBackend, grid1d, measure, program, sizeClass, timeOnGpu, uniformLayout } from '../src/index.js';
 import { testBackends } from '../src/testing.js';
 
 const { gpu, gpuSkipReason } = await testBackends();
@@ -124,6 +124,18 @@ describe.runIf(gpu)('WebGPU backend', () => {
       expect(byName.sum?.count).toBe(1);
       expect(report.kernels.every((k) => k.totalMs >= 0 && Number.isFinite(k.totalMs))).toBe(true);
     }
+  });
+
+  it('timeOnGpu() sums the median GPU time of each kernel of a call', async () => {
+    const x = randn([64, 500], { seed: 6, backend: g });
+    const t = await timeOnGpu(g, async () => {
+      const y = await add(x, x);
+      (await sum(y, { axis: 1 })).dispose();
+      y.dispose();
+    }, { reps: 4, warmupMs: 0 });
+    expect(t.kernels.map((k) => k.name).sort()).toEqual(['add', 'sum']);
+    expect(t.kernels.every((k) => k.count === 4 && k.medianMs >= 0)).toBe(true);
+    expect(t.medianMs).toBeCloseTo(t.kernels[0]!.medianMs + t.kernels[1]!.medianMs, 9);
   });
 
   it('measure() reports first-run and steady-state times', async () => {
