@@ -1,9 +1,11 @@
 import { existsSync, readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 // One project per package with a test/ folder, plus the cross-package tests in test/.
 // Tests import packages through the '@phalanx/source' export condition, so they run on src/ without a build.
-const packages = readdirSync('packages').filter((p) => existsSync(`packages/${p}/test`));
+const packagesDir = fileURLToPath(new URL('./packages/', import.meta.url)); // wherever vitest is started from
+const packages = readdirSync(packagesDir).filter((p) => existsSync(`${packagesDir}${p}/test`));
 
 export default defineConfig({
   resolve: { conditions: ['@phalanx/source', 'module', 'node', 'import', 'default'] },
