@@ -1,9 +1,10 @@
-import { type Backend, type DType, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, tensor } from '@phalanx/core';
+import { type Backend, type DType, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, empty, getKernels, tensor } from '@phalanx/core';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { type ScoreOptions, appendKv, attendStep, createKvCache, varlenAttention } from '../src/index.js';
+import { type ScoreOptions, type VarlenAttentionAttrs, appendKv, attendStep, createKvCache, keyBounds, varlenAttention } from '../src/index.js';
+import { BLOCK_Q, prefillProgram } from '../src/webgpu/prefill.js';
 
-const { backends } = await testBackends();
+const { backends, gpu } = await testBackends();
 
 /** Seeded normal values, rounded to `dtype` as the tensor holds them. */
 async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32'): Promise<{ t: Tensor; v: number[] }> {
@@ -96,6 +97,18 @@ describe.each(backends)('varlenAttention on $name', (backend) => {
     [64, 'f16'],
   ] as const)('head dim %i, %s inputs', (D, dtype) => check([5, 70], 2, 1, D, { dtype }));
 
+  // The tiled kernel takes 64 queries and 32 keys at a time; these cross its block and tile edges.
+  it('documents shorter than a tile, and a token count not a multiple of the query block', () => check([5, 31, 32, 33, 7, 100], 2, 1, 32));
+
+  it('window edges inside key tiles and on their boundaries, with whole tiles between them', async () => {
+    for (const window of [30, 31, 94, 100]) await check([300], 2, 1, 64, { window });
+    await check([150, 90], 4, 2, 64, { causal: false, window: 40 });
+  });
+
+  it('a long document with GQA, softcap, qGain and state tokens', () => check([260], 4, 2, 64, { softcap: 3, gain: [1.2, 0.4, 2, 1], stateKv: true }));
+
+  it('head dims above 64 (the one-query-per-thread kernel)', () => check([70, 3], 2, 1, 72, { window: 20 }));
+
   it('empty documents (cuSeqlens padded with the total) and a qGain tensor', async () => {
     const cu = [0, 0, 3, 3, 10, 10, 10];
     const q = await rand([10, 2, 8], 6, backend);
@@ -121,6 +134,34 @@ describe.each(backends)('varlenAttention on $name', (backend) => {
     await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, qGain: [1, 2] })).rejects.toThrow(/qGain has 2 values/);
     await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, softcap: -1 })).rejects.toThrow(InputError);
     await expect(varlenAttention({ q, k, v: k }, { cuSeqlens, stateKv: { k, v: q } })).rejects.toThrow(ShapeError);
+  });
+});
+
+describe.skipIf(!gpu)('WebGPU prefill kernels', () => {
+  it('the tiled kernel takes head dims up to 64; larger ones go to the one-query-per-thread kernel', () => {
+    const [tiled, row] = getKernels('varlenAttention', 'webgpu');
+    const attrs = (D: number): VarlenAttentionAttrs => ({ T: 8, Hq: 2, Hkv: 1, D, scale: 1, softcap: 0, hasGain: false, hasState: false, cuSeqlens: [0, 8], causal: true, window: Infinity });
+    expect(tiled!.verify!([], attrs(64), gpu)).toBe(true);
+    expect(tiled!.verify!([], attrs(6), gpu)).toBe(true);
+    expect(tiled!.verify!([], attrs(72), gpu)).toBe('head dim 72 > 64');
+    expect(row!.verify!([], attrs(72), gpu)).toBe(true);
+    // a device with WebGPU's minimum of 16 KiB workgroup memory gets the row kernel
+    const small = { limits: { ...gpu!.limits, maxComputeWorkgroupStorageSize: 16384 } } as unknown as typeof gpu;
+    expect(tiled!.verify!([], attrs(64), small)).toBe('needs 32768 bytes of workgroup memory; the device has 16384');
+    expect(row!.verify!([], attrs(64), small)).toBe(true);
+  });
+
+  it('the 8-row thread tile (64 threads) matches the float64 reference', async () => {
+    const [Hq, Hkv, D, window] = [4, 2, 64, 94];
+    const cu = offsets([5, 120, 175]);
+    const T = cu[cu.length - 1]!;
+    const [q, k, v] = await Promise.all([Hq, Hkv, Hkv].map((H, i) => rand([T, H, D], 20 + i, gpu!)));
+    const attrs: VarlenAttentionAttrs = { T, Hq, Hkv, D, scale: 0.2, softcap: 2, hasGain: false, hasState: false, cuSeqlens: cu, causal: true, window };
+    const bounds = tensor(keyBounds(attrs), [2 * T], { dtype: 'u32', backend: gpu });
+    const out = empty([T, Hq, D], { backend: gpu });
+    const uniforms = { T, Hq, Hkv, scale: attrs.scale, softcap: attrs.softcap };
+    await gpu!.run(prefillProgram(attrs, [q!.t, k!.t, v!.t], { rows: 8 }), [q!.t, k!.t, v!.t, bounds], [out], uniforms, [Math.ceil(T / BLOCK_Q), Hq, 1]);
+    assertClose(naive(q!.v, k!.v, v!.v, { T, Hq, Hkv, D, cu, window, scale: 0.2, softcap: 2 }), await out.data(), { rtol: 2e-6 });
   });
 });
 

@@ -62,3 +62,19 @@ export function kernelFits(a: ScoreAttrs, grid: number[], backend: WebGPUBackend
 export function scoreKey(a: ScoreAttrs, extra: Tensor[]): string {
   return `${a.D}:${a.hasGain}:${a.hasState}:${extra.map((t) => t.dtype).join(',')}`;
 }
+
+/**
+ * For head dims that are a multiple of 4: the named inputs viewed as 16-byte (f32) or 8-byte (f16, bf16)
+ * elements, with `row4_<x>` readers that load 4 dims at once (instead of scoreHelpers' scalar ones).
+ */
+export function row4Views(inputs: Record<string, DType>): { views: Record<string, string>; helpers: string } {
+  const views: Record<string, string> = {};
+  const helpers: string[] = [];
+  for (const [x, dtype] of Object.entries(inputs)) {
+    views[x] = dtype === 'f32' ? 'vec4<f32>' : 'vec2<u32>';
+    const half = dtype === 'f16' ? 'f16_bits_to_f32' : 'bf16_bits_to_f32';
+    const body = dtype === 'f32' ? `return ${x}[base / 4u + d4];` : `let p = ${x}[base / 4u + d4];\n  return vec4<f32>(${half}(p.x & 0xffffu), ${half}(p.x >> 16u), ${half}(p.y & 0xffffu), ${half}(p.y >> 16u));`;
+    helpers.push(`fn row4_${x}(base: u32, d4: u32) -> vec4<f32> {\n  ${body}\n}`);
+  }
+  return { views, helpers: helpers.join('\n') };
+}

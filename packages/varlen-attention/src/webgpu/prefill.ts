@@ -1,19 +1,218 @@
 import { type Tensor, empty, registerKernel, tensor } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, program } from '@phalanx/webgpu';
 import { type VarlenAttentionAttrs, keyBounds } from '../attention.js';
-import { SCORE_UNIFORMS, kernelFits, scoreBindings, scoreHelpers, scoreKey, scoreUniforms } from './common.js';
+import { SCORE_UNIFORMS, kernelFits, row4Views, scoreBindings, scoreHelpers, scoreKey, scoreUniforms } from './common.js';
 
-/** Queries per workgroup, one per thread. */
+/** Queries per workgroup (both kernels). */
 export const BLOCK_Q = 64;
 
-/** Keys per staged tile: K and V tiles together take at most 16 KiB of workgroup memory. */
+/** The largest head dim of the tiled kernel: its Q block and key/value tiles fill 32 KiB of workgroup memory at D = 64. */
+export const TILED_MAX_DIM = 64;
+/** Keys per tile of the tiled kernel. */
+const BK = 32;
+
+/** Thread tile of the tiled kernel: each thread owns `rows` queries of the block, and 8 threads share them. */
+export interface PrefillTile {
+  rows: 4 | 8;
+}
+
+/** 4 rows (128 threads) keeps registers low; 8 rows (64 threads) halves the workgroup-memory reads per FMA. */
+export const DEFAULT_PREFILL_TILE: PrefillTile = { rows: 4 };
+
+const tileThreads = (tile: PrefillTile) => (8 * BLOCK_Q) / tile.rows;
+
+/** Workgroup memory of the tiled kernel for head dim D (Qs, KV and Ps below), in bytes. */
+export function tiledBytes(D: number): number {
+  const D4 = Math.ceil(D / 4);
+  return 16 * (BLOCK_Q * D4 + BK * 8 * Math.ceil(D4 / 8) + (BK * BLOCK_Q) / 4);
+}
+
+/**
+ * FlashAttention-2 over packed documents, register-blocked like the matmul kernel. A workgroup takes
+ * BLOCK_Q = 64 queries of one head with 8 x 64 / rows threads; thread (ty, tx) owns queries rows * ty ..
+ * rows * ty + rows - 1, and per tile of 32 keys their logits of keys tx + 8 c (c < 4) and their output dims
+ * 4 (tx + 8 n) .. + 3 (n < CG). Workgroup memory (32 KiB at D = 64):
+ *   Qs [64][D4]   the query block, pre-multiplied by scale and gain, staged once;
+ *   KV            the key tile [32][D4], then the value tile [32][DV4] (vec4s; key columns XOR-swizzled by
+ *                 key % 8 so that the 8 keys read at once sit in distinct banks);
+ *   Ps [32][64]   the tile's logits, then its probabilities, k-major: one vec4 read gives 4 rows.
+ * Per tile: S = Q K^T (4 x rows logits a thread, one vec4 dot per 4 dims); only tiles that cross some
+ * query's bounds are masked. The logits go to Ps so each thread reads its rows' maxima; the online softmax
+ * rescales the accumulator and writes P = exp(S - m) back; then O += P V. Each thread keeps partial row sums
+ * over its own keys, summed across the row's 8 threads once at the end. Global loads are coalesced (a
+ * thread reads 4 dims of a row, consecutive threads the next dims); the next key tile and this tile's values
+ * are loaded into registers while the current tile is computed. Only tiles between the block's first and
+ * last key are visited. The optional state key is every row's first softmax entry (its weight counted once,
+ * by tx = 0).
+ */
+export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile = DEFAULT_PREFILL_TILE): Program {
+  const extra = inputs.slice(3);
+  const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
+  return cached(`varlen:prefill:tiled:${q.dtype}:${k.dtype}:${v.dtype}:${scoreKey(a, extra)}:${tile.rows}`, () => {
+    const RT = tile.rows;
+    const threads = tileThreads(tile);
+    const D4 = Math.ceil(a.D / 4);
+    const CG = Math.ceil(D4 / 8); // output column groups a thread owns
+    const DV4 = 8 * CG; // value row in vec4s, padded so every thread's column groups exist
+    const SW = D4 % 8 === 0 ? 7 : 0; // the key swizzle needs whole groups of 8 columns
+    const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+    const [TR, R, G, RG] = [range(RT), range(4), range(CG), range(RT / 4)]; // a thread's rows; 4 keys or rows; column groups; row groups
+    const each = <X>(xs: X[], f: (x: X) => string, sep = '\n  ') => xs.map(f).join(sep);
+    const accs = (f: (t: number, n: number) => string, sep = '\n  ') => TR.flatMap((t) => G.map((n) => f(t, n))).join(sep);
+    // row t of a thread is component t % 4 of its row group t / 4 (m, l and the vec4s of Ps hold 4 rows)
+    const of = (x: string, t: number) => `${x}${t >> 2}[${t % 4}]`;
+    // staged loads, row-major: load e of a thread is element l = e * threads + lid.x of the tile
+    const count = (total: number) => range(Math.ceil(total / threads));
+    const loads = (total: number, f: (e: number) => string) =>
+      each(
+        count(total),
+        (e) => {
+          const code = `{ let l = ${e * threads}u + lid.x; ${f(e)} }`;
+          return total % threads === 0 ? code : `if (${e * threads}u + lid.x < ${total}u) ${code}`;
+        },
+        '\n    ',
+      );
+    const regs = (name: string, total: number) => each(count(total), (e) => `var ${name}${e}: vec4<f32>;`, ' ');
+    const fetchK = (start: string) => loads(BK * D4, (e) => `kr${e} = kvRow4(${start} + l / D4, kHi, l % D4, true);`);
+    const stashK = loads(BK * D4, (e) => `KV[(l / D4) * D4 + ((l % D4) ^ ((l / D4) & SW))] = kr${e};`);
+    const fetchV = loads(BK * DV4, (e) => `vr${e} = vec4<f32>(0.0); if (l % DV4 < D4) { vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false); }`);
+    const stashV = loads(BK * DV4, (e) => `KV[l] = vr${e};`);
+    // Ps holds one vec4 per (key, row group): row group g of thread ty is vec4 RT / 4 * ty + g of a key
+    const ps = (key: string, g: number) => `Ps[${key} * (BQ / 4u) + ${RT / 4}u * ty + ${g}u]`;
+    // x0..x{RT-1} (one vec4 per row, over keys tx + 8 c) into Ps
+    const toPs = (x: string) => each(RG, (g) => each(R, (c) => `${ps(`(tx + ${8 * c}u)`, g)} = vec4<f32>(${each(R, (r) => `${x}${4 * g + r}[${c}]`, ', ')});`, '\n    '), '\n    ');
+    const direct = a.D % 4 === 0 ? row4Views({ q: q.dtype, k: k.dtype, v: v.dtype }) : undefined;
+    return program({
+      name: 'varlenAttention',
+      inputs: { q: q.dtype, k: k.dtype, v: v.dtype, ...scoreBindings(a, extra), bounds: 'u32' },
+      outputs: { out: 'f32' },
+      views: direct?.views,
+      uniforms: { T: 'u32', ...SCORE_UNIFORMS },
+      workgroupSize: threads,
+      helpers: `${scoreHelpers(a, direct ? [] : ['q', 'k', 'v'])}
+${direct?.helpers ?? ''}
+const BQ: u32 = ${BLOCK_Q}u;
+const BK: u32 = ${BK}u;
+const DV4: u32 = ${DV4}u;
+const SW: u32 = ${SW}u;
+var<workgroup> Qs: array<vec4<f32>, ${BLOCK_Q * D4}>;
+var<workgroup> KV: array<vec4<f32>, ${BK * DV4}>;
+var<workgroup> Ps: array<vec4<f32>, ${(BK * BLOCK_Q) / 4}>;
+var<private> kvHead: u32;
+/** Dims 4 d4 .. 4 d4 + 3 of key (or value) row j of the block's kv head; zeros from row \`end\` on. */
+fn kvRow4(j: u32, end: u32, d4: u32, isK: bool) -> vec4<f32> {
+  if (j >= end) { return vec4<f32>(0.0); }
+  let base = (j * u.Hkv + kvHead) * D;
+  if (isK) { return row4_k(base, d4); }
+  return row4_v(base, d4);
+}
+/** Output dims 4 d4 .. 4 d4 + 3 of the row at base (those below D). */
+fn store4(base: u32, d4: u32, x: vec4<f32>) {
+  for (var c = 0u; c < 4u; c++) { if (d4 * 4u + c < D) { out[base + d4 * 4u + c] = x[c]; } }
+}`,
+      main: `  let tx = lid.x % 8u;
+  let ty = lid.x / 8u;
+  let h = wid.y;
+  kvHead = h / (u.Hq / u.Hkv);
+  // last blocks first: under a causal mask they see the most keys, so the short ones fill the tail
+  let first = (nwg.x - 1u - wid.x) * BQ;
+  let last = min(first + BQ, u.T) - 1u;
+  // bounds are non-decreasing: the block needs keys bounds[first].lo ..= bounds[last].hi, and a tile inside
+  // [bounds[last].lo, bounds[first].hi] is seen whole by every query of the block
+  let kLo = bounds[2u * first];
+  let kHi = bounds[2u * last + 1u] + 1u;
+  let wholeLo = bounds[2u * last];
+  let wholeHi = bounds[2u * first + 1u] + 1u;
+  let mult = qmult(h);
+  for (var l = lid.x; l < BQ * D4; l += ${threads}u) {
+    let i = first + l / D4;
+    var x = vec4<f32>(0.0);
+    if (i < u.T) { x = row4_q((i * u.Hq + h) * D, l % D4) * mult; }
+    Qs[l] = x;
+  }
+  ${each(TR, (t) => `let i${t} = first + ${RT}u * ty + ${t}u;`)}
+  // rows past the end follow the last and write nothing
+  ${each(TR, (t) => `let lo${t} = bounds[2u * min(i${t}, last)];\n  let hi${t} = bounds[2u * min(i${t}, last) + 1u];`)}
+  ${each(RG, (g) => `var m${g} = vec4<f32>(MASKED);\n  var l${g} = vec4<f32>(0.0);`)}
+  ${accs((t, n) => `var acc${t}_${n} = vec4<f32>(0.0);`, ' ')}
+  ${
+    a.hasState
+      ? `workgroupBarrier();
+  {
+    ${each(RG, (g) => `var s${g} = vec4<f32>(0.0);`, ' ')}
+    for (var d4 = 0u; d4 < D4; d4++) {
+      ${each(TR, (t) => `${of('s', t)} += dot(Qs[(${RT}u * ty + ${t}u) * D4 + d4], row4_ks((min(i${t}, last) * u.Hkv + kvHead) * D, d4));`, '\n      ')}
+    }
+    ${each(RG, (g) => `m${g} = vec4<f32>(${each(R, (r) => `capped(s${g}[${r}])`, ', ')});\n    l${g} = vec4<f32>(select(0.0, 1.0, tx == 0u));`, '\n    ')}
+    ${accs((t, n) => `if (tx + ${8 * n}u < D4) { acc${t}_${n} = row4_vs((min(i${t}, last) * u.Hkv + kvHead) * D, tx + ${8 * n}u); }`, '\n    ')}
+  }`
+      : ''
+  }
+  ${regs('kr', BK * D4)} ${regs('vr', BK * DV4)}
+  var j0 = kLo;
+  ${fetchK('j0')}
+  for (; j0 < kHi; j0 += BK) {
+    ${stashK}
+    ${fetchV}
+    workgroupBarrier();
+    ${each(TR, (t) => `var s${t} = vec4<f32>(0.0);`, ' ')}
+    for (var d4 = 0u; d4 < D4; d4++) {
+      ${each(R, (c) => `let k${c} = KV[(tx + ${8 * c}u) * D4 + (d4 ^ (tx & SW))];`, '\n      ')}
+      ${each(TR, (t) => `let q${t} = Qs[(${RT}u * ty + ${t}u) * D4 + d4];\n      s${t} += vec4<f32>(dot(q${t}, k0), dot(q${t}, k1), dot(q${t}, k2), dot(q${t}, k3));`, '\n      ')}
+    }
+    if (u.softcap > 0.0) {
+      ${each(TR, (t) => `s${t} = u.softcap * tanh(s${t} / u.softcap);`, '\n      ')}
+    }
+    if (j0 < wholeLo || j0 + BK > wholeHi) {
+      let j = vec4<u32>(j0 + tx) + vec4<u32>(0u, 8u, 16u, 24u);
+      ${each(TR, (t) => `s${t} = select(vec4<f32>(MASKED), s${t}, (j >= vec4<u32>(lo${t})) & (j <= vec4<u32>(hi${t})));`, '\n      ')}
+    }
+    ${toPs('s')}
+    workgroupBarrier();
+    // the key tile is consumed: the value tile takes its place
+    ${stashV}
+    ${each(RG, (g) => `var mNew${g} = m${g};`, ' ')}
+    for (var j = 0u; j < BK; j++) {
+      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('j', g)});`, '\n      ')}
+    }
+    ${each(RG, (g) => `let alpha${g} = exp(m${g} - mNew${g});\n    m${g} = mNew${g};`, '\n    ')}
+    ${each(TR, (t) => `let p${t} = select(vec4<f32>(0.0), exp(s${t} - ${of('mNew', t)}), s${t} > vec4<f32>(SEEN));`, '\n    ')}
+    ${each(RG, (g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${each(R, (r) => `dot(p${4 * g + r}, vec4<f32>(1.0))`, ', ')});`, '\n    ')}
+    ${accs((t, n) => `acc${t}_${n} *= ${of('alpha', t)};`, ' ')}
+    workgroupBarrier();
+    ${toPs('p')}
+    workgroupBarrier();
+    if (j0 + BK < kHi) {
+      ${fetchK('(j0 + BK)')}
+    }
+    for (var j = 0u; j < BK; j++) {
+      ${each(RG, (g) => `let p${g} = ${ps('j', g)};`, '\n      ')}
+      ${each(G, (n) => `let v${n} = KV[j * DV4 + tx + ${8 * n}u];`, '\n      ')}
+      ${accs((t, n) => `acc${t}_${n} = fma(vec4<f32>(${of('p', t)}), v${n}, acc${t}_${n});`, '\n      ')}
+    }
+    workgroupBarrier();
+  }
+  // each row's sum over its 8 threads' keys
+  ${each(RG, (g) => `${ps('tx', g)} = l${g};`)}
+  workgroupBarrier();
+  ${each(RG, (g) => `var sum${g} = vec4<f32>(0.0);`, ' ')}
+  for (var t = 0u; t < 8u; t++) {
+    ${each(RG, (g) => `sum${g} += ${ps('t', g)};`, '\n    ')}
+  }
+  ${accs((t, n) => `if (i${t} < u.T) { store4((i${t} * u.Hq + h) * D, tx + ${8 * n}u, acc${t}_${n} / ${of('sum', t)}); }`)}`,
+    });
+  });
+}
+
+/** Keys per staged tile of the row kernel: K and V tiles together take at most 16 KiB of workgroup memory. */
 export function blockK(D: number): number {
   const padded = Math.ceil(D / 4) * 4;
   return Math.min(64, Math.max(8, 2 ** Math.floor(Math.log2(2048 / padded))));
 }
 
 /**
- * Flash attention over packed documents. A workgroup takes BLOCK_Q consecutive queries of one head; each
+ * Flash attention for what the tiled kernel declines (D > TILED_MAX_DIM, or a device with less workgroup
+ * memory than it needs). A workgroup takes BLOCK_Q consecutive queries of one head, one per thread; each
  * thread keeps its query (pre-multiplied by scale and gain) and its output accumulator in registers. Key/value
  * tiles of BK rows are staged in workgroup memory, and only the tiles between the block's first key (lo of
  * its first query) and last key (hi of its last query) are visited, so windowed layers and short documents
@@ -21,7 +220,7 @@ export function blockK(D: number): number {
  * softmax once (running max m, sum l, accumulator rescaled by exp(m_old - m_new)). The optional state key is
  * the softmax's first entry.
  */
-export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[]): Program {
+export function rowPrefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[]): Program {
   const extra = inputs.slice(3);
   const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
   const BK = blockK(a.D);
@@ -121,19 +320,33 @@ var<workgroup> blockKeys: vec2<u32>;`,
 /** Workgroups: query blocks x heads. */
 const grid = (a: VarlenAttentionAttrs): [number, number] => [Math.ceil(a.T / BLOCK_Q), a.Hq];
 
-async function varlenAttention(inputs: Tensor[], a: VarlenAttentionAttrs, backend: WebGPUBackend): Promise<Tensor> {
-  const out = empty([a.T, a.Hq, a.D], { backend });
-  if (out.size === 0) return out;
-  const bounds = tensor(keyBounds(a), [2 * a.T], { dtype: 'u32', backend });
-  await backend.run(prefillProgram(a, inputs), [...inputs, bounds], [out], { T: a.T, ...scoreUniforms(a) }, [...grid(a), 1]);
-  bounds.dispose();
-  return out;
+/** The kernel function that runs a program of `build` over the query blocks and heads. */
+function prefillKernel(build: (a: VarlenAttentionAttrs, inputs: Tensor[]) => Program) {
+  return async (inputs: Tensor[], a: VarlenAttentionAttrs, backend: WebGPUBackend): Promise<Tensor> => {
+    const out = empty([a.T, a.Hq, a.D], { backend });
+    if (out.size === 0) return out;
+    const bounds = tensor(keyBounds(a), [2 * a.T], { dtype: 'u32', backend });
+    await backend.run(build(a, inputs), [...inputs, bounds], [out], { T: a.T, ...scoreUniforms(a) }, [...grid(a), 1]);
+    bounds.dispose();
+    return out;
+  };
 }
 
-// Registered on import (listed under sideEffects).
+// Registered on import (listed under sideEffects); the tiled kernel is tried first.
 registerKernel({
   op: 'varlenAttention',
   backend: 'webgpu',
-  fn: varlenAttention,
+  fn: prefillKernel(prefillProgram),
+  priority: 1,
+  verify: (_inputs, a: VarlenAttentionAttrs, backend: WebGPUBackend) => {
+    if (a.D > TILED_MAX_DIM) return `head dim ${a.D} > ${TILED_MAX_DIM}`;
+    const limit = backend.limits.maxComputeWorkgroupStorageSize!;
+    return tiledBytes(a.D) <= limit ? kernelFits(a, grid(a), backend) : `needs ${tiledBytes(a.D)} bytes of workgroup memory; the device has ${limit}`;
+  },
+});
+registerKernel({
+  op: 'varlenAttention',
+  backend: 'webgpu',
+  fn: prefillKernel(rowPrefillProgram),
   verify: (_inputs, a: VarlenAttentionAttrs, backend: WebGPUBackend) => kernelFits(a, grid(a), backend),
 });
