@@ -55,7 +55,8 @@ writeFileSync(
   new URL('decode-vs-context.svg', dir),
   chart({ title: 'Decode step vs context (H200)', xLabel: 'context length / position', yLabel: 'GPU us per token', series: [{ label: 'monoid step', points: decode }, { label: 'holographic step', points: holo }] }),
 );
-const win = (impl) => m.filter((r) => (r.impl ?? 'webgpu') === impl && r.name.startsWith('window512-') && r.medianMs).map((r) => [Number(r.name.split('-')[1]), r.medianMs]);
+const att = rows('2026-11-26-h200-attention.jsonl').filter((r) => !r.prefillRows && !r.repeat);
+const win = (impl) => att.filter((r) => (r.impl ?? 'webgpu') === impl && r.name.startsWith('window512-') && r.medianMs).map((r) => [Number(r.name.split('-')[1]), r.medianMs]);
 writeFileSync(
   new URL('attention-window.svg', dir),
   chart({ title: 'Attention, window 512, H=32, D=64 (H200)', xLabel: 'tokens T', yLabel: 'ms', logY: true, series: [{ label: 'WebGPU windowed', points: win('webgpu') }, { label: 'PyTorch SDPA + mask', points: win('pytorch') }] }),

@@ -6,6 +6,7 @@
 import { Rng, type Tensor, compareClose, randn, runKernel } from '@phalanx/core';
 import { type WebGPUBackend, timeOnGpu } from '@phalanx/webgpu';
 import { benchMain } from '../../../tools/bench/harness.js';
+import { DEFAULT_PREFILL_TILE } from '../src/webgpu/prefill.js';
 import { type KvAttendAttrs, type VarlenAttentionAttrs, appendKv, createKvCache, keyBounds, varlenAttention } from '../src/index.js';
 
 interface Case {
@@ -106,5 +107,9 @@ async function decode(g: WebGPUBackend, c: Case, reps: number) {
   cache.dispose();
   return { check, ...t, GBps: bytes / t.medianMs / 1e6 };
 }
+
+// `--rows N`: query rows per thread of the tiled prefill kernel (a tuning knob; the default is DEFAULT_PREFILL_TILE)
+const rowsOption = process.argv.includes('--rows') ? Number(process.argv[process.argv.indexOf('--rows') + 1]) : undefined;
+if (rowsOption === 4 || rowsOption === 8) DEFAULT_PREFILL_TILE.rows = rowsOption;
 
 await benchMain({ full: FULL, quick: QUICK, run: (g, c, reps) => (c.kind === 'prefill' ? prefill(g, c, reps) : decode(g, c, reps)) });
