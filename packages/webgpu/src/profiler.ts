@@ -112,17 +112,20 @@ export interface Timing {
  */
 export async function measure(backend: Backend, fn: () => unknown, options: { warmup?: number; repeats?: number } = {}): Promise<Timing> {
   const { warmup = 2, repeats = 10 } = options;
-  const time = async () => {
-    const t0 = performance.now();
-    await fn();
-    await backend.sync();
-    return performance.now() - t0;
-  };
+  const time = () => wallMs(backend, fn);
   const firstMs = await time();
   for (let i = 0; i < warmup; i++) await time();
   const samples: number[] = [];
   for (let i = 0; i < repeats; i++) samples.push(await time());
   return { firstMs, medianMs: median(samples), minMs: Math.min(...samples), maxMs: Math.max(...samples), samples };
+}
+
+/** Wall-clock milliseconds of one call of `fn`, its GPU work included. */
+async function wallMs(backend: Backend, fn: () => unknown): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  await backend.sync();
+  return performance.now() - t0;
 }
 
 export interface GpuTiming {
@@ -142,10 +145,7 @@ export interface GpuTiming {
  */
 export async function timeOnGpu(backend: WebGPUBackendLike, fn: () => unknown, options: { reps?: number; warmupMs?: number } = {}): Promise<GpuTiming> {
   const { reps = 20, warmupMs = 100 } = options;
-  const t0 = performance.now();
-  await fn();
-  await backend.sync();
-  const firstMs = performance.now() - t0;
+  const firstMs = await wallMs(backend, fn);
   for (let start = performance.now(); performance.now() - start < warmupMs; ) {
     for (let i = 0; i < 8; i++) await fn();
     await backend.sync();
