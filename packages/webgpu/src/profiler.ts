@@ -112,7 +112,7 @@ export interface Timing {
  */
 export async function measure(backend: Backend, fn: () => unknown, options: { warmup?: number; repeats?: number } = {}): Promise<Timing> {
   const { warmup = 2, repeats = 10 } = options;
-  const time = () => wallMs(backend, fn);
+  const time = () => callMs(backend, fn);
   const firstMs = await time();
   for (let i = 0; i < warmup; i++) await time();
   const samples: number[] = [];
@@ -121,7 +121,7 @@ export async function measure(backend: Backend, fn: () => unknown, options: { wa
 }
 
 /** Wall-clock milliseconds of one call of `fn`, its GPU work included. */
-async function wallMs(backend: Backend, fn: () => unknown): Promise<number> {
+async function callMs(backend: Backend, fn: () => unknown): Promise<number> {
   const t0 = performance.now();
   await fn();
   await backend.sync();
@@ -145,7 +145,7 @@ export interface GpuTiming {
  */
 export async function timeOnGpu(backend: WebGPUBackendLike, fn: () => unknown, options: { reps?: number; warmupMs?: number } = {}): Promise<GpuTiming> {
   const { reps = 20, warmupMs = 100 } = options;
-  const firstMs = await wallMs(backend, fn);
+  const firstMs = await callMs(backend, fn);
   for (let start = performance.now(); performance.now() - start < warmupMs; ) {
     for (let i = 0; i < 8; i++) await fn();
     await backend.sync();
