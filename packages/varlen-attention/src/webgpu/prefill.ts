@@ -35,10 +35,12 @@ export function tiledBytes(D: number): number {
  *   Qs [64][D4]   the query block, pre-multiplied by scale and gain, staged once;
  *   KV            the key tile [32][D4], then the value tile [32][DV4] (vec4s; key columns XOR-swizzled by
  *                 key % 8 so that the 8 keys read at once sit in distinct banks);
- *   Ps [32][64]   the tile's logits, then its probabilities, k-major: one vec4 read gives 4 rows.
+ *   Ps [32][64]   each thread's row maxima over its own keys (first 8 "keys": slot tx), then the tile's
+ *                 probabilities, k-major: one vec4 read gives 4 rows.
  * Per tile: S = Q K^T (4 x rows logits a thread, one vec4 dot per 4 dims); only tiles that cross some
- * query's bounds are masked. The logits go to Ps so each thread reads its rows' maxima; the online softmax
- * rescales the accumulator and writes P = exp(S - m) back; then O += P V. Each thread keeps partial row sums
+ * query's bounds are masked. Each thread's maxima over its 4 keys go to Ps, so each thread reads its rows'
+ * maxima from 8 slots; the online softmax rescales the accumulator and writes P = exp(S - m) to Ps (as exp2:
+ * log2(e) is folded into Qs, so logits are in log2 units); then O += P V. Each thread keeps partial row sums
  * over its own keys, summed across the row's 8 threads once at the end. Global loads are coalesced (a
  * thread reads 4 dims of a row, consecutive threads the next dims); the next key tile and this tile's values
  * are loaded into registers while the current tile is computed. Only tiles between the block's first and
@@ -75,7 +77,10 @@ export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: 
     const regs = (name: string, total: number) => each(count(total), (e) => `var ${name}${e}: vec4<f32>;`, ' ');
     const fetchK = (start: string) => loads(BK * D4, (e) => `kr${e} = kvRow4(${start} + l / D4, kHi, l % D4, true);`);
     const stashK = loads(BK * D4, (e) => `KV[(l / D4) * D4 + ((l % D4) ^ ((l / D4) & SW))] = kr${e};`);
-    const fetchV = loads(BK * DV4, (e) => `vr${e} = vec4<f32>(0.0); if (l % DV4 < D4) { vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false); }`);
+    // padding columns (DV4 > D4) are zeros; without padding the guard is dropped rather than left to the compiler
+    const fetchV = loads(BK * DV4, (e) =>
+      DV4 === D4 ? `vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false);` : `vr${e} = vec4<f32>(0.0); if (l % DV4 < D4) { vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false); }`,
+    );
     const stashV = loads(BK * DV4, (e) => `KV[l] = vr${e};`);
     // Ps holds one vec4 per (key, row group): row group g of thread ty is vec4 RT / 4 * ty + g of a key
     const ps = (key: string, g: number) => `Ps[${key} * (BQ / 4u) + ${RT / 4}u * ty + ${g}u]`;
@@ -95,6 +100,8 @@ const BQ: u32 = ${BLOCK_Q}u;
 const BK: u32 = ${BK}u;
 const DV4: u32 = ${DV4}u;
 const SW: u32 = ${SW}u;
+/** log2(e): the kernel keeps logits in log2 units so that the softmax exponentials are bare exp2 calls. */
+const LOG2E: f32 = 1.4426950408889634;
 var<workgroup> Qs: array<vec4<f32>, ${BLOCK_Q * D4}>;
 var<workgroup> KV: array<vec4<f32>, ${BK * DV4}>;
 var<workgroup> Ps: array<vec4<f32>, ${(BK * BLOCK_Q) / 4}>;
@@ -105,6 +112,11 @@ fn kvRow4(j: u32, end: u32, d4: u32, isK: bool) -> vec4<f32> {
   let base = (j * u.Hkv + kvHead) * D;
   if (isK) { return row4_k(base, d4); }
   return row4_v(base, d4);
+}
+/** \`capped\` for logits in log2 units: log2(e) c tanh(x / c) of natural x is c2 tanh(x2 / c2) with c2 = c log2(e). */
+fn capped2(x: f32) -> f32 {
+  if (u.softcap > 0.0) { let c = u.softcap * LOG2E; return c * tanh(x / c); }
+  return x;
 }
 /** Output dims 4 d4 .. 4 d4 + 3 of the row at base (those below D). */
 fn store4(base: u32, d4: u32, x: vec4<f32>) {
@@ -123,7 +135,9 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
   let kHi = bounds[2u * last + 1u] + 1u;
   let wholeLo = bounds[2u * last];
   let wholeHi = bounds[2u * first + 1u] + 1u;
-  let mult = qmult(h);
+  // log2(e) folded into the query: every logit below (state key included) is in log2 units, and
+  // exp(s - m) = exp2(s2 - m2) saves the multiply inside each exponential
+  let mult = qmult(h) * LOG2E;
   for (var l = lid.x; l < BQ * D4; l += ${threads}u) {
     let i = first + l / D4;
     var x = vec4<f32>(0.0);
@@ -143,7 +157,7 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
     for (var d4 = 0u; d4 < D4; d4++) {
       ${each(TR, (t) => `${of('s', t)} += dot(Qs[(${RT}u * ty + ${t}u) * D4 + d4], row4_ks((min(i${t}, last) * u.Hkv + kvHead) * D, d4));`, '\n      ')}
     }
-    ${each(RG, (g) => `m${g} = vec4<f32>(${each(R, (r) => `capped(s${g}[${r}])`, ', ')});\n    l${g} = vec4<f32>(select(0.0, 1.0, tx == 0u));`, '\n    ')}
+    ${each(RG, (g) => `m${g} = vec4<f32>(${each(R, (r) => `capped2(s${g}[${r}])`, ', ')});\n    l${g} = vec4<f32>(select(0.0, 1.0, tx == 0u));`, '\n    ')}
     ${accs((t, n) => `if (tx + ${8 * n}u < D4) { acc${t}_${n} = row4_vs((min(i${t}, last) * u.Hkv + kvHead) * D, tx + ${8 * n}u); }`, '\n    ')}
   }`
       : ''
@@ -161,24 +175,28 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
       ${each(TR, (t) => `let q${t} = Qs[(${RT}u * ty + ${t}u) * D4 + d4];\n      s${t} += vec4<f32>(dot(q${t}, k0), dot(q${t}, k1), dot(q${t}, k2), dot(q${t}, k3));`, '\n      ')}
     }
     if (u.softcap > 0.0) {
-      ${each(TR, (t) => `s${t} = u.softcap * tanh(s${t} / u.softcap);`, '\n      ')}
+      let cap = u.softcap * LOG2E; // the softcap in log2 units (see capped2)
+      ${each(TR, (t) => `s${t} = cap * tanh(s${t} / cap);`, '\n      ')}
     }
     if (j0 < wholeLo || j0 + BK > wholeHi) {
       let j = vec4<u32>(j0 + tx) + vec4<u32>(0u, 8u, 16u, 24u);
       ${each(TR, (t) => `s${t} = select(vec4<f32>(MASKED), s${t}, (j >= vec4<u32>(lo${t})) & (j <= vec4<u32>(hi${t})));`, '\n      ')}
     }
-    ${toPs('s')}
+    // the row maxima over this thread's 4 keys: the row's max over the tile is the max of its 8 threads' (exact,
+    // so the same m as reducing all 32 logits), at a quarter of the workgroup-memory traffic
+    ${each(RG, (g) => `${ps('tx', g)} = vec4<f32>(${each(R, (r) => `max(max(s${4 * g + r}[0], s${4 * g + r}[1]), max(s${4 * g + r}[2], s${4 * g + r}[3]))`, ', ')});`, '\n    ')}
     workgroupBarrier();
     // the key tile is consumed: the value tile takes its place
     ${stashV}
     ${each(RG, (g) => `var mNew${g} = m${g};`, ' ')}
-    for (var j = 0u; j < BK; j++) {
-      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('j', g)});`, '\n      ')}
+    for (var t = 0u; t < 8u; t++) {
+      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('t', g)});`, '\n      ')}
     }
-    ${each(RG, (g) => `let alpha${g} = exp(m${g} - mNew${g});\n    m${g} = mNew${g};`, '\n    ')}
-    ${each(TR, (t) => `let p${t} = select(vec4<f32>(0.0), exp(s${t} - ${of('mNew', t)}), s${t} > vec4<f32>(SEEN));`, '\n    ')}
+    ${each(RG, (g) => `let alpha${g} = exp2(m${g} - mNew${g});\n    m${g} = mNew${g};`, '\n    ')}
+    ${each(TR, (t) => `let p${t} = select(vec4<f32>(0.0), exp2(s${t} - ${of('mNew', t)}), s${t} > vec4<f32>(SEEN));`, '\n    ')}
     ${each(RG, (g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${each(R, (r) => `dot(p${4 * g + r}, vec4<f32>(1.0))`, ', ')});`, '\n    ')}
     ${accs((t, n) => `acc${t}_${n} *= ${of('alpha', t)};`, ' ')}
+    // every thread has read the maxima slots before P (keys 0 .. 7 included) overwrites them
     workgroupBarrier();
     ${toPs('p')}
     workgroupBarrier();
