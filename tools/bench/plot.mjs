@@ -55,7 +55,7 @@ writeFileSync(
   new URL('decode-vs-context.svg', dir),
   chart({ title: 'Decode step vs context (H200)', xLabel: 'context length / position', yLabel: 'GPU us per token', series: [{ label: 'monoid step', points: decode }, { label: 'holographic step', points: holo }] }),
 );
-const att = rows('2026-11-26-h200-attention.jsonl').filter((r) => !r.prefillRows && !r.repeat);
+const att = rows('2026-11-26-h200-attention.jsonl').filter((r) => !r.prefillRows && !r.repeat && r.kernelVersion === 'exp2+slot-max');
 const win = (impl) => att.filter((r) => (r.impl ?? 'webgpu') === impl && r.name.startsWith('window512-') && r.medianMs).map((r) => [Number(r.name.split('-')[1]), r.medianMs]);
 writeFileSync(
   new URL('attention-window.svg', dir),
