@@ -128,20 +128,28 @@ ${ROW}
 var<workgroup> kt: array<f32, ${CHUNK * Dk}>;
 var<workgroup> vt: array<f32, ${SUB * Dv}>;`,
       main: `${CHUNK_PRELUDE(Dk)}
-  // k scaled by its decay to the chunk's end, exp(B_C - B_r) <= 1, built backwards one key dim per thread
+  // k scaled by its decay to the chunk's end, exp(B_C - B_r) <= 1. The decays are loaded by the whole
+  // workgroup at once (a thread walking its column through global memory would wait on every load), summed
+  // backwards in workgroup memory one key dim per thread, then k is loaded and scaled in parallel.
+  for (var e = lid.x; e < ${CHUNK * Dk}u; e += ${THREADS}u) {
+    let r = e / ${Dk}u;
+    kt[e] = select(0.0, ld(rowOf(seq.x, first + r, h), e % ${Dk}u), r < rows);
+  }
+  workgroupBarrier();
   if (lid.x < ${Dk}u) {
-    let i = lid.x;
     var after = 0.0;
     for (var r = i32(${CHUNK}) - 1; r >= 0; r--) {
-      var kr = 0.0;
-      if (u32(r) < rows) {
-        let row = rowOf(seq.x, first + u32(r), h);
-        kr = load_k(row * ${Dk}u + i) * exp(after);
-        after += ld(row, i);
-      }
-      kt[u32(r) * ${Dk}u + i] = kr;
+      let at = u32(r) * ${Dk}u + lid.x;
+      let here = kt[at];
+      kt[at] = after;
+      after += here;
     }
-    decays[chunkBase + i] = after;
+    decays[chunkBase + lid.x] = after;
+  }
+  workgroupBarrier();
+  for (var e = lid.x; e < ${CHUNK * Dk}u; e += ${THREADS}u) {
+    let r = e / ${Dk}u;
+    kt[e] = select(0.0, load_k(rowOf(seq.x, first + r, h) * ${Dk}u + e % ${Dk}u) * exp(kt[e]), r < rows);
   }
   workgroupBarrier();
   // L = kt^T V, V staged ${SUB} rows at a time; each thread accumulates its elements e = lid.x + m * THREADS
@@ -181,11 +189,23 @@ function carryProgram(d: Dims, hasInit: boolean): Program {
   let i = e / ${Dv}u;
   let head = (n * u.H + h);
   var s = ${hasInit ? `init[head * ${Dk * Dv}u + e]` : '0.0'};
+  // the next chunk's loads are issued before this chunk's update, so their latency overlaps the chain
+  var nextL = 0.0;
+  var nextG = 0.0;
+  if (count > 0u) {
+    nextL = states[head * u.chunks * ${Dk * Dv}u + e];
+    nextG = decays[head * u.chunks * ${Dk}u + i];
+  }
   for (var c = 0u; c < count; c++) {
     let at = (head * u.chunks + c) * ${Dk * Dv}u + e;
-    let chunkState = states[at];
+    let chunkState = nextL;
+    let chunkDecay = nextG;
+    if (c + 1u < count) {
+      nextL = states[at + ${Dk * Dv}u];
+      nextG = decays[(head * u.chunks + c + 1u) * ${Dk}u + i];
+    }
     states[at] = s;
-    s = exp(decays[(head * u.chunks + c) * ${Dk}u + i]) * s + chunkState;
+    s = exp(chunkDecay) * s + chunkState;
   }
   finalState[head * ${Dk * Dv}u + e] = s;`,
     }),
@@ -230,11 +250,18 @@ var<workgroup> vx: array<vec4<f32>, ${SUB * V4}>;
 var<workgroup> att: array<f32, ${SUB * SUB}>;
 fn cumAt(row: u32, i: u32) -> f32 { return cum[row * ${K4}u + i / 4u][i % 4u]; }`,
       main: `${CHUNK_PRELUDE(Dk)}
-  // B_r: inclusive cumulative log-decay inside the chunk, one key dim per thread (padding lanes stay 0)
+  // B_r: inclusive cumulative log-decay inside the chunk. The decays are loaded by the whole workgroup at once,
+  // then summed down each key dim in workgroup memory, one per thread (padding lanes stay 0).
+  for (var e = lid.x; e < ${CHUNK * 4 * K4}u; e += ${THREADS}u) {
+    let r = e / ${4 * K4}u;
+    let i = e % ${4 * K4}u;
+    cum[r * ${K4}u + i / 4u][i % 4u] = select(0.0, ld(rowOf(seq.x, first + r, h), min(i, ${Dk - 1}u)), r < rows && i < ${Dk}u);
+  }
+  workgroupBarrier();
   if (lid.x < ${4 * K4}u) {
     var acc = 0.0;
     for (var r = 0u; r < ${CHUNK}u; r++) {
-      if (r < rows && lid.x < ${Dk}u) { acc += ld(rowOf(seq.x, first + r, h), lid.x); }
+      acc += cum[r * ${K4}u + lid.x / 4u][lid.x % 4u];
       cum[r * ${K4}u + lid.x / 4u][lid.x % 4u] = acc;
     }
   }
