@@ -42,7 +42,9 @@ ${series
 const pick = (rs, impl, prefix, key) => rs.filter((r) => (r.impl ?? 'webgpu') === impl && r.name.startsWith(prefix) && r[key] !== undefined);
 const m = rows('2026-11-26-h200-mechanisms.jsonl');
 
-const prefill = (impl) => pick(m, impl, 'prefill-', 'tokensPerSec').filter((r) => /^prefill-\d+$/.test(r.name)).map((r) => [Number(r.name.split('-')[1]), r.tokensPerSec]);
+// the latest kernels and PyTorch from the same call
+const m3 = rows('2026-11-26-h200-monoid-scan-3.jsonl');
+const prefill = (impl) => pick(m3, impl, 'prefill-', 'tokensPerSec').map((r) => [Number(r.name.split('-')[1]), r.tokensPerSec]);
 writeFileSync(
   new URL('monoid-prefill.svg', dir),
   chart({ title: 'Monoid scan prefill, H=32, Dk=Dv=64 (H200)', xLabel: 'tokens T', yLabel: 'tokens / s', series: [{ label: 'WebGPU chunk', points: prefill('webgpu') }, { label: 'PyTorch f32 chunk', points: prefill('pytorch') }] }),
