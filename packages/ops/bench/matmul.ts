@@ -11,7 +11,7 @@ import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram,
 
 interface Case {
   name: string;
-  kind: 'copy' | 'read' | 'write' | 'matmul' | 'gemv';
+  kind: 'empty' | 'copy' | 'read' | 'write' | 'matmul' | 'gemv';
   M: number;
   N: number;
   K: number;
@@ -20,6 +20,8 @@ interface Case {
 }
 
 const FULL: Case[] = [
+  // the fixed cost of one timed pass: one workgroup writing one float
+  { name: 'empty-pass', kind: 'empty', M: 0, N: 0, K: 0 },
   { name: 'copy-1GiB', kind: 'copy', M: 0, N: 0, K: 2 ** 28 },
   { name: 'copy-64MiB', kind: 'copy', M: 0, N: 0, K: 2 ** 24 },
   // the two halves of a copy apart: which one limits the bandwidth WGSL reaches
@@ -66,6 +68,11 @@ async function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayL
 
 async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, perThread: number, reps: number) {
   const seed = 1;
+  if (c.kind === 'empty') {
+    const y = randn([1], { seed, backend: g });
+    const prog = program({ name: 'empty', outputs: { y: 'f32' }, workgroupSize: 1, main: '  y[0] = 1.0;' });
+    return timeOnGpu(g, () => g.run(prog, [], [y], {}, [1, 1, 1]), { reps });
+  }
   if (c.kind === 'copy' || c.kind === 'read' || c.kind === 'write') {
     const n = c.K;
     const x = randn([n], { seed, backend: g });
