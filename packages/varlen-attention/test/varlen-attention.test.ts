@@ -1,8 +1,8 @@
 import { type Backend, type DType, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, empty, getKernels, tensor } from '@phalanx/core';
 import { testBackends } from '@phalanx/webgpu/testing';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { type ScoreOptions, type VarlenAttentionAttrs, appendKv, attendStep, createKvCache, keyBounds, varlenAttention } from '../src/index.js';
-import { BLOCK_Q, prefillProgram } from '../src/webgpu/prefill.js';
+import { BLOCK_Q, type PrefillTile, prefillProgram, subgroupPrefillProgram, subgroupPrefillUsable } from '../src/webgpu/prefill.js';
 
 const { backends, gpu } = await testBackends();
 
@@ -139,7 +139,7 @@ describe.each(backends)('varlenAttention on $name', (backend) => {
 
 describe.skipIf(!gpu)('WebGPU prefill kernels', () => {
   it('the tiled kernel takes head dims up to 64; larger ones go to the one-query-per-thread kernel', () => {
-    const [tiled, row] = getKernels('varlenAttention', 'webgpu');
+    const [, tiled, row] = getKernels('varlenAttention', 'webgpu');
     const attrs = (D: number): VarlenAttentionAttrs => ({ T: 8, Hq: 2, Hkv: 1, D, scale: 1, softcap: 0, hasGain: false, hasState: false, cuSeqlens: [0, 8], causal: true, window: Infinity });
     expect(tiled!.verify!([], attrs(64), gpu)).toBe(true);
     expect(tiled!.verify!([], attrs(6), gpu)).toBe(true);
@@ -163,6 +163,95 @@ describe.skipIf(!gpu)('WebGPU prefill kernels', () => {
     await gpu!.run(prefillProgram(attrs, [q!.t, k!.t, v!.t], { rows: 8 }), [q!.t, k!.t, v!.t, bounds], [out], uniforms, [Math.ceil(T / BLOCK_Q), Hq, 1]);
     assertClose(naive(q!.v, k!.v, v!.v, { T, Hq, Hkv, D, cu, window, scale: 0.2, softcap: 2 }), await out.data(), { rtol: 2e-6 });
   });
+});
+
+describe.skipIf(!gpu)('WebGPU prefill: subgroup-max variant of the tiled kernel', () => {
+  const sgOk = gpu ? subgroupPrefillUsable(gpu) === true : false;
+  const attrs = (D: number): VarlenAttentionAttrs => ({ T: 8, Hq: 2, Hkv: 1, D, scale: 1, softcap: 0, hasGain: false, hasState: false, cuSeqlens: [0, 8], causal: true, window: Infinity });
+
+  it('is registered first, and declines without subgroups or a known subgroup size of at least 8', () => {
+    const [sg, tiled] = getKernels('varlenAttention', 'webgpu');
+    expect(sg!.priority).toBe(2);
+    expect(tiled!.priority).toBe(1);
+    const fake = (features: string[], adapterInfo?: object) => ({ ...gpu!, limits: gpu!.limits, features: new Set(features), device: { adapterInfo } }) as unknown as typeof gpu;
+    expect(sg!.verify!([], attrs(64), fake([]))).toBe("no 'subgroups' feature");
+    expect(sg!.verify!([], attrs(64), fake(['subgroups']))).toBe('subgroup size unknown');
+    expect(sg!.verify!([], attrs(64), fake(['subgroups'], {}))).toBe('subgroup size unknown');
+    expect(sg!.verify!([], attrs(64), fake(['subgroups'], { subgroupMinSize: 4, subgroupMaxSize: 64 }))).toBe('subgroups of 4 < 8 invocations');
+    expect(sg!.verify!([], attrs(64), fake(['subgroups'], { subgroupMinSize: 8, subgroupMaxSize: 8 }))).toBe(true);
+    expect(sg!.verify!([], attrs(64), fake(['subgroups'], { subgroupMinSize: 32, subgroupMaxSize: 32 }))).toBe(true);
+    // the tiled kernel's own limits still apply
+    expect(sg!.verify!([], attrs(72), fake(['subgroups'], { subgroupMinSize: 32 }))).toBe('head dim 72 > 64');
+    // the fallback takes what the variant declines
+    expect(tiled!.verify!([], attrs(64), fake([]))).toBe(true);
+  });
+
+  it.runIf(sgOk)('routing picks it on this adapter for head dims up to 64 (the tiled kernel otherwise)', async () => {
+    const spy = vi.spyOn(gpu!, 'run');
+    try {
+      const cu = [0, 40, 100];
+      const q = await rand([100, 2, 16], 30, gpu!);
+      const y = await varlenAttention({ q: q.t, k: q.t, v: q.t }, { cuSeqlens: cu });
+      expect(spy.mock.calls.some(([p]) => p.code.includes('subgroupShuffleXor') && p.code.startsWith('enable subgroups;'))).toBe(true);
+      assertClose(naive(q.v, q.v, q.v, { T: 100, Hq: 2, Hkv: 2, D: 16, cu }), await y.data(), { rtol: 2e-6 });
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  interface Case {
+    lengths: number[];
+    Hq: number;
+    Hkv: number;
+    D: number;
+    causal?: boolean;
+    window?: number;
+    scale?: number;
+    softcap?: number;
+    gain?: number[];
+    stateKv?: boolean;
+    dtype?: DType;
+    tile?: PrefillTile;
+  }
+
+  /** Runs subgroupPrefillProgram directly (no routing) and compares with the float64 reference. */
+  async function checkVariant(c: Case) {
+    const { lengths, Hq, Hkv, D, causal = true, window = Infinity, softcap = 0, gain, stateKv = false, dtype } = c;
+    const cu = offsets(lengths);
+    const T = cu[cu.length - 1]!;
+    const scale = c.scale ?? 1 / Math.sqrt(D);
+    const [q, k, v] = await Promise.all([Hq, Hkv, Hkv].map((H, i) => rand([T, H, D], 40 + i, gpu!, dtype)));
+    const state = stateKv ? await Promise.all([4, 5].map((seed) => rand([T, Hkv, D], 50 + seed, gpu!))) : undefined;
+    const extra = [...(gain ? [tensor(gain, [Hq], { backend: gpu })] : []), ...(state ? state.map((s) => s.t) : [])];
+    const a: VarlenAttentionAttrs = { T, Hq, Hkv, D, scale, softcap, hasGain: !!gain, hasState: stateKv, cuSeqlens: cu, causal, window };
+    const inputs = [q!.t, k!.t, v!.t, ...extra];
+    const bounds = tensor(keyBounds(a), [2 * T], { dtype: 'u32', backend: gpu });
+    const out = empty([T, Hq, D], { backend: gpu });
+    const program = subgroupPrefillProgram(a, inputs, c.tile);
+    expect(program.code.startsWith('enable subgroups;')).toBe(true);
+    await gpu!.run(program, [...inputs, bounds], [out], { T, Hq, Hkv, scale, softcap }, [Math.ceil(T / BLOCK_Q), Hq, 1]);
+    const ref = naive(q!.v, k!.v, v!.v, { T, Hq, Hkv, D, cu, causal, window, scale, softcap, gain, state: state && { k: state[0]!.v, v: state[1]!.v } });
+    assertClose(ref, await out.data(), { rtol: 2e-6, name: JSON.stringify({ ...c, gain: !!gain }) });
+  }
+
+  it.runIf(sgOk).each([{ rows: 4 }, { rows: 8 }] as PrefillTile[])('rows $rows: packed documents, windows on and off tile edges, GQA, softcap', async (tile) => {
+    await checkVariant({ lengths: [1, 2, 63, 64, 65, 300], Hq: 2, Hkv: 1, D: 16, tile });
+    await checkVariant({ lengths: [5, 31, 32, 33, 7, 100], Hq: 4, Hkv: 2, D: 32, window: 31, softcap: 2, scale: 0.2, tile });
+    for (const window of [0, 30, 94]) await checkVariant({ lengths: [300], Hq: 2, Hkv: 1, D: 64, window, tile });
+  });
+
+  it.runIf(sgOk)('non-causal with and without a window, qGain, state tokens, odd head dims', async () => {
+    await checkVariant({ lengths: [20, 45, 130], Hq: 2, Hkv: 1, D: 8, causal: false });
+    await checkVariant({ lengths: [150, 90], Hq: 4, Hkv: 2, D: 64, causal: false, window: 40 });
+    await checkVariant({ lengths: [260], Hq: 4, Hkv: 2, D: 64, softcap: 3, gain: [1.2, 0.4, 2, 1], stateKv: true });
+    await checkVariant({ lengths: [1, 50, 77], Hq: 4, Hkv: 2, D: 6, stateKv: true, window: 9, tile: { rows: 8 } });
+  });
+
+  it.runIf(sgOk).each([
+    [6, 'f32'],
+    [32, 'bf16'],
+    [64, 'f16'],
+  ] as const)('head dim %i, %s inputs', (D, dtype) => checkVariant({ lengths: [5, 70, 66], Hq: 2, Hkv: 1, D, dtype }));
 });
 
 describe.each(backends)('KV-cache decode on $name', (backend) => {

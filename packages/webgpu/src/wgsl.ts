@@ -17,6 +17,8 @@ export type UniformType = 'u32' | 'i32' | 'f32' | 'vec4<u32>' | 'vec4<i32>' | 'v
 export interface ProgramSpec {
   /** Names the kernel in profiles and errors. */
   name: string;
+  /** WGSL extensions (e.g. `subgroups`), written as `enable` directives at the top of the module; the device must have the matching features. */
+  enables?: string[];
   /** Storage inputs in binding order, with their dtypes. */
   inputs?: Record<string, DType>;
   /** Storage outputs in binding order (after the inputs), with their dtypes. */
@@ -154,7 +156,7 @@ export function program(spec: ProgramSpec): Program {
   const outputs = Object.entries(spec.outputs ?? {});
   const uniforms = Object.entries(spec.uniforms ?? {}) as [string, UniformType][];
   const wg: [number, number, number] = typeof spec.workgroupSize === 'number' ? [spec.workgroupSize, 1, 1] : spec.workgroupSize;
-  const lines: string[] = [];
+  const lines: string[] = (spec.enables ?? []).map((e) => `enable ${e};`);
   let binding = 0;
   const usesHalf = [...inputs, ...outputs].some(([, d]) => d === 'f16' || d === 'bf16');
   if (usesHalf || /f32_to_(bf)?16_bits|f16_bits_to_f32|bf16_bits_to_f32/.test(spec.main + (spec.helpers ?? ''))) lines.push(HALF_HELPERS);

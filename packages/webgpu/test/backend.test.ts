@@ -38,6 +38,12 @@ describe('pure helpers', () => {
     expect(p.code).toContain('fn load_b(i: u32) -> f32');
     expect(p.code).toContain('@group(0) @binding(4) var<uniform> u: Uniforms;');
   });
+
+  it('writes enable directives first, and none unless asked', () => {
+    const spec = { name: 't', outputs: { y: 'f16' }, workgroupSize: 8, main: '' } as const;
+    expect(program({ ...spec, enables: ['subgroups', 'f16'] }).code.startsWith('enable subgroups;\nenable f16;\n')).toBe(true);
+    expect(program(spec).code).not.toMatch(/\benable\b/);
+  });
 });
 
 describe.runIf(gpu)('WebGPU backend', () => {

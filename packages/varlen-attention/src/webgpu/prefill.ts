@@ -48,9 +48,40 @@ export function tiledBytes(D: number): number {
  * by tx = 0).
  */
 export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile = DEFAULT_PREFILL_TILE): Program {
+  return tiledProgram(a, inputs, tile, false);
+}
+
+/**
+ * The tiled kernel with each row's tile maximum reduced across its 8 threads by subgroup shuffles
+ * (`subgroupShuffleXor` by 1, 2, 4) instead of through Ps: no maxima writes or reads of workgroup memory, and
+ * 4 barriers per key tile instead of 5 (the one that kept the maxima slots from being overwritten by P goes).
+ * The max is exact, so the result is bit-identical to `prefillProgram`'s. Sound only where the 8 threads of a
+ * row (consecutive local invocation ids 8 ty .. 8 ty + 7) sit in one subgroup, with lanes in the same order:
+ * subgroups of at least 8 consecutive invocations, as on NVIDIA (32), AMD (32/64), Intel (8-32) and lavapipe
+ * (8); `subgroupPrefillUsable` checks the size, and the registry falls back to `prefillProgram` otherwise.
+ */
+export function subgroupPrefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile = DEFAULT_PREFILL_TILE): Program {
+  return tiledProgram(a, inputs, tile, true);
+}
+
+/** The smallest subgroup size the backend's adapter reports (undefined where it reports none). */
+function subgroupMinSize(backend: WebGPUBackend): number | undefined {
+  const device = backend.device as { adapterInfo?: { subgroupMinSize?: number } } | undefined;
+  return device?.adapterInfo?.subgroupMinSize;
+}
+
+/** Whether the subgroup variant may run: the 'subgroups' feature, and a known minimum subgroup size of at least 8. */
+export function subgroupPrefillUsable(backend: WebGPUBackend): true | string {
+  if (!backend.features.has('subgroups')) return "no 'subgroups' feature";
+  const min = subgroupMinSize(backend);
+  if (min === undefined) return 'subgroup size unknown';
+  return min >= 8 || `subgroups of ${min} < 8 invocations`;
+}
+
+function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile, subgroupMax: boolean): Program {
   const extra = inputs.slice(3);
   const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
-  return cached(`varlen:prefill:tiled:${q.dtype}:${k.dtype}:${v.dtype}:${scoreKey(a, extra)}:${tile.rows}`, () => {
+  return cached(`varlen:prefill:tiled:${q.dtype}:${k.dtype}:${v.dtype}:${scoreKey(a, extra)}:${tile.rows}${subgroupMax ? ':sg' : ''}`, () => {
     const RT = tile.rows;
     const threads = tileThreads(tile);
     const D4 = Math.ceil(a.D / 4);
@@ -87,8 +118,25 @@ export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: 
     // x0..x{RT-1} (one vec4 per row, over keys tx + 8 c) into Ps
     const toPs = (x: string) => each(RG, (g) => each(R, (c) => `${ps(`(tx + ${8 * c}u)`, g)} = vec4<f32>(${each(R, (r) => `${x}${4 * g + r}[${c}]`, ', ')});`, '\n    '), '\n    ');
     const direct = a.D % 4 === 0 ? row4Views({ q: q.dtype, k: k.dtype, v: v.dtype }) : undefined;
+    // each row's maximum over the tile, mNew = max(m, that): from the 8 threads' own maxima over their 4 keys each
+    // (exact, so the same m as reducing all 32 logits), exchanged through Ps or, with subgroupMax, by shuffles
+    const ownMax = (g: number) => `vec4<f32>(${each(R, (r) => `max(max(s${4 * g + r}[0], s${4 * g + r}[1]), max(s${4 * g + r}[2], s${4 * g + r}[3]))`, ', ')})`;
+    const tileMax = subgroupMax
+      ? `// the row's 8 threads are lanes 8 ty .. 8 ty + 7 of one subgroup: a butterfly over lane bits 0..2
+    ${each(RG, (g) => `var mNew${g} = ${ownMax(g)};`, ' ')}
+    ${each([1, 2, 4], (x) => each(RG, (g) => `mNew${g} = max(mNew${g}, subgroupShuffleXor(mNew${g}, ${x}u));`, ' '), '\n    ')}
+    ${each(RG, (g) => `mNew${g} = max(mNew${g}, m${g});`, ' ')}`
+      : `${each(RG, (g) => `${ps('tx', g)} = ${ownMax(g)};`, '\n    ')}
+    workgroupBarrier();
+    // the key tile is consumed: the value tile takes its place
+    ${stashV}
+    ${each(RG, (g) => `var mNew${g} = m${g};`, ' ')}
+    for (var t = 0u; t < 8u; t++) {
+      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('t', g)});`, '\n      ')}
+    }`;
     return program({
       name: 'varlenAttention',
+      enables: subgroupMax ? ['subgroups'] : undefined,
       inputs: { q: q.dtype, k: k.dtype, v: v.dtype, ...scoreBindings(a, extra), bounds: 'u32' },
       outputs: { out: 'f32' },
       views: direct?.views,
@@ -182,22 +230,19 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
       let j = vec4<u32>(j0 + tx) + vec4<u32>(0u, 8u, 16u, 24u);
       ${each(TR, (t) => `s${t} = select(vec4<f32>(MASKED), s${t}, (j >= vec4<u32>(lo${t})) & (j <= vec4<u32>(hi${t})));`, '\n      ')}
     }
-    // the row maxima over this thread's 4 keys: the row's max over the tile is the max of its 8 threads' (exact,
-    // so the same m as reducing all 32 logits), at a quarter of the workgroup-memory traffic
-    ${each(RG, (g) => `${ps('tx', g)} = vec4<f32>(${each(R, (r) => `max(max(s${4 * g + r}[0], s${4 * g + r}[1]), max(s${4 * g + r}[2], s${4 * g + r}[3]))`, ', ')});`, '\n    ')}
-    workgroupBarrier();
-    // the key tile is consumed: the value tile takes its place
-    ${stashV}
-    ${each(RG, (g) => `var mNew${g} = m${g};`, ' ')}
-    for (var t = 0u; t < 8u; t++) {
-      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('t', g)});`, '\n      ')}
-    }
+    ${tileMax}
     ${each(RG, (g) => `let alpha${g} = exp2(m${g} - mNew${g});\n    m${g} = mNew${g};`, '\n    ')}
     ${each(TR, (t) => `let p${t} = select(vec4<f32>(0.0), exp2(s${t} - ${of('mNew', t)}), s${t} > vec4<f32>(SEEN));`, '\n    ')}
     ${each(RG, (g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${each(R, (r) => `dot(p${4 * g + r}, vec4<f32>(1.0))`, ', ')});`, '\n    ')}
     ${accs((t, n) => `acc${t}_${n} *= ${of('alpha', t)};`, ' ')}
-    // every thread has read the maxima slots before P (keys 0 .. 7 included) overwrites them
+    ${
+      subgroupMax
+        ? `// every thread has read the key tile: the value tile takes its place (Ps is free since the last tile's end)
     workgroupBarrier();
+    ${stashV}`
+        : `// every thread has read the maxima slots before P (keys 0 .. 7 included) overwrites them
+    workgroupBarrier();`
+    }
     ${toPs('p')}
     workgroupBarrier();
     if (j0 + BK < kHi) {
@@ -350,17 +395,31 @@ function prefillKernel(build: (a: VarlenAttentionAttrs, inputs: Tensor[]) => Pro
   };
 }
 
-// Registered on import (listed under sideEffects); the tiled kernel is tried first.
+/** Whether the tiled kernel (either variant) takes these attrs on this backend. */
+function tiledFits(a: VarlenAttentionAttrs, backend: WebGPUBackend): true | string {
+  if (a.D > TILED_MAX_DIM) return `head dim ${a.D} > ${TILED_MAX_DIM}`;
+  const limit = backend.limits.maxComputeWorkgroupStorageSize!;
+  return tiledBytes(a.D) <= limit ? kernelFits(a, grid(a), backend) : `needs ${tiledBytes(a.D)} bytes of workgroup memory; the device has ${limit}`;
+}
+
+// Registered on import (listed under sideEffects): the subgroup variant of the tiled kernel is tried first, then
+// the tiled kernel, then the row kernel.
+registerKernel({
+  op: 'varlenAttention',
+  backend: 'webgpu',
+  fn: prefillKernel(subgroupPrefillProgram),
+  priority: 2,
+  verify: (_inputs, a: VarlenAttentionAttrs, backend: WebGPUBackend) => {
+    const usable = subgroupPrefillUsable(backend);
+    return usable === true ? tiledFits(a, backend) : usable;
+  },
+});
 registerKernel({
   op: 'varlenAttention',
   backend: 'webgpu',
   fn: prefillKernel(prefillProgram),
   priority: 1,
-  verify: (_inputs, a: VarlenAttentionAttrs, backend: WebGPUBackend) => {
-    if (a.D > TILED_MAX_DIM) return `head dim ${a.D} > ${TILED_MAX_DIM}`;
-    const limit = backend.limits.maxComputeWorkgroupStorageSize!;
-    return tiledBytes(a.D) <= limit ? kernelFits(a, grid(a), backend) : `needs ${tiledBytes(a.D)} bytes of workgroup memory; the device has ${limit}`;
-  },
+  verify: (_inputs, a: VarlenAttentionAttrs, backend: WebGPUBackend) => tiledFits(a, backend),
 });
 registerKernel({
   op: 'varlenAttention',
