@@ -1,0 +1,106 @@
+import { InputError, ShapeError, Tensor, assertFloat, formatShape, tensor } from '@phalanx/core';
+import { type Hessian, gptqCodes, hessianMatrix } from './gptq.js';
+import { clipRange, quantizeValue, rowScales } from './sdclip.js';
+
+export type QuantMethod = 'rtn' | 'gptq';
+
+export interface QuantizeOptions {
+  /** Code width, 2..8: codes are integers in [-R, R] with R = 2^(bits-1) - 1. */
+  bits: number;
+  /** SDClip k: each row clips at +-k standard deviations. */
+  clipSigmas: number;
+  /** 'rtn' (default): round to nearest. 'gptq': GPTQ error feedback; needs `hessian`. */
+  method?: QuantMethod;
+  /** For GPTQ: an accumulator from `accumulateHessian`, or a [cols, cols] float tensor. */
+  hessian?: Hessian | Tensor;
+  /** GPTQ block width (lazy batch updates). Default 128. */
+  blockSize?: number;
+  /** GPTQ damping, as a fraction of the mean Hessian diagonal. Default 0.01. */
+  damping?: number;
+  /** GPTQ act-order (columns by descending Hessian diagonal). Default true. */
+  actOrder?: boolean;
+}
+
+/** A quantized [rows, cols] matrix: W ~ codes * scales[row]. Tensors live on the CPU. */
+export interface QuantizedTensor {
+  /** i8 [rows, cols]: integers in [-R, R]. */
+  codes: Tensor;
+  /** f16 [rows]: one scale per output row. */
+  scales: Tensor;
+  bits: number;
+  clipSigmas: number;
+  method: QuantMethod;
+  /** The original weight's shape (rows = shape[0]; the rest is flattened into cols). */
+  shape: readonly number[];
+}
+
+export function assertBits(op: string, bits: number): void {
+  if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new InputError(`${op}: bits must be an integer in 2..8, got ${bits}`);
+}
+
+/**
+ * SDClip quantization of a weight [rows, cols] (Hugging Face [out, in] layout) with one f16 scale per row:
+ * s_r = fp16(max(k * std(W_r) / R, 1e-10)) (unbiased std), code = clamp(round(w / s_r), -R, R), rounding
+ * half to even. With `method: 'gptq'` the codes come from GPTQ (the same scales and grid).
+ *
+ * @example
+ * const q = await quantize(w, { bits: 6, clipSigmas: 12 });
+ * const h = createHessian(w.shape[1]); await accumulateHessian(h, x);
+ * const g = await quantize(w, { bits: 6, clipSigmas: 12, method: 'gptq', hessian: h });
+ */
+export async function quantize(w: Tensor, options: QuantizeOptions): Promise<QuantizedTensor> {
+  const name = w.name ?? 'weight';
+  const { bits, clipSigmas, method = 'rtn', hessian, blockSize = 128, damping = 0.01, actOrder = true } = options;
+  assertFloat('quantize', w, 'weight');
+  if (w.rank !== 2) throw new ShapeError(`quantize: ${name} must be [rows, cols], got ${formatShape(w.shape)}`);
+  const [rows, cols] = w.shape as [number, number];
+  if (cols < 2) throw new ShapeError(`quantize: ${name} ${formatShape(w.shape)} needs at least 2 columns (the unbiased row std is undefined for 1)`);
+  assertBits('quantize', bits);
+  if (!(clipSigmas > 0) || !Number.isFinite(clipSigmas)) throw new InputError(`quantize: clipSigmas must be a positive number, got ${clipSigmas}`);
+  if (method !== 'rtn' && method !== 'gptq') throw new InputError(`quantize: method must be 'rtn' or 'gptq', got ${JSON.stringify(method)}`);
+  if (method === 'rtn' && hessian) throw new InputError(`quantize: a hessian was given for ${name} but method is 'rtn' (did you mean 'gptq'?)`);
+  if (method === 'gptq' && !hessian) throw new InputError(`quantize: method 'gptq' needs a hessian for ${name}`);
+  if (!Number.isInteger(blockSize) || blockSize < 1) throw new InputError(`quantize: blockSize must be a positive integer, got ${blockSize}`);
+  if (!(damping >= 0) || !Number.isFinite(damping)) throw new InputError(`quantize: damping must be a non-negative number, got ${damping}`);
+
+  const data = await w.data();
+  const bad = data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) throw new InputError(`quantize: ${name} element ${bad} is ${data[bad]}`);
+  const R = clipRange(bits);
+  const scales = rowScales(data, rows, cols, clipSigmas, R);
+  let codes: Int8Array;
+  if (method === 'gptq') {
+    codes = gptqCodes(data, rows, cols, scales.values, R, await hessianArray(hessian!, cols, name), { blockSize, damping, actOrder });
+  } else {
+    codes = new Int8Array(rows * cols);
+    for (let i = 0; i < codes.length; i++) codes[i] = quantizeValue(data[i]!, scales.values[Math.floor(i / cols)]!, R);
+  }
+  return {
+    codes: tensor(codes, [rows, cols], { name: `${name}.codes` }),
+    scales: tensor(scales.bits, [rows], { dtype: 'f16', name: `${name}.scales` }),
+    bits,
+    clipSigmas,
+    method,
+    shape: w.shape,
+  };
+}
+
+async function hessianArray(h: Hessian | Tensor, cols: number, name: string): Promise<ArrayLike<number>> {
+  if (h instanceof Tensor) {
+    assertFloat('quantize', h, 'hessian');
+    if (h.rank !== 2 || h.shape[0] !== cols || h.shape[1] !== cols) throw new ShapeError(`quantize: hessian ${formatShape(h.shape)} must be [${cols}, ${cols}] for ${name}`);
+    return h.data();
+  }
+  if (h.columns !== cols) throw new ShapeError(`quantize: hessian is [${h.columns}, ${h.columns}], ${name} needs [${cols}, ${cols}]`);
+  return hessianMatrix(h);
+}
+
+/** W = codes * scale_r as an f32 tensor of the original shape, on the CPU. */
+export async function dequantize(q: QuantizedTensor): Promise<Tensor> {
+  const [rows, cols] = q.codes.shape as [number, number];
+  const codes = await q.codes.data();
+  const scales = await q.scales.data();
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = codes[r * cols + c]! * scales[r]!;
+  return tensor(out, q.shape);
+}
