@@ -4,9 +4,10 @@
  * Each result is one JSON line on stdout. GPU times come from timestamp queries around each pass (median
  * of the repeats); every repeat is its own submit, awaited, to keep dawn.node stable on NVIDIA.
  */
-import { type DType, Rng, type Tensor, compareClose, randn } from '@phalanx/core';
+import { type DType, Rng, type Tensor, compareClose, randn, tensor } from '@phalanx/core';
 import { type WebGPUBackend, grid1d, program, timeOnGpu } from '@phalanx/webgpu';
 import { benchMain } from '../../../tools/bench/harness.js';
+import { linear } from '../src/linear.js';
 import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
 interface Case {
@@ -35,6 +36,9 @@ const FULL: Case[] = [
   { name: 'gemv-8192x2048', kind: 'gemv', M: 1, N: 8192, K: 2048 },
   { name: 'gemv-4096x4096-bf16', kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'bf16' },
   { name: 'gemv-16384x8192', kind: 'gemv', M: 1, N: 16384, K: 8192 },
+  // quantized weights: one signed byte per weight and one scale per row, through the public linear op
+  { name: 'gemv-4096x4096-i8', kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'i8' },
+  { name: 'gemv-2048x8192-i8', kind: 'gemv', M: 1, N: 2048, K: 8192, wDType: 'i8' },
 ];
 
 const QUICK: Case[] = [
@@ -98,6 +102,7 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
     return { perThread, ...t, bytes, GBps: bytes / t.medianMs / 1e6 };
   }
   const { M, N, K } = c;
+  if (c.wDType === 'i8') return quantizedGemv(g, c, reps);
   const transB = c.transB ?? c.kind === 'gemv';
   const hostA = randn([M, K], { seed });
   const hostB = randn(transB ? [N, K] : [K, N], { seed: 2, dtype: c.wDType ?? 'f32' });
@@ -107,13 +112,31 @@ async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, p
   const inputs: Tensor[] = [a, b];
   const dispatch =
     c.kind === 'gemv'
-      ? () => g.run(gemvProgram('f32', b.dtype, M, undefined, gemv), inputs, [out], { N, K }, grid1d(N, gemv.rowsPerGroup, g.limits.maxComputeWorkgroupsPerDimension))
-      : () => g.run(gemmProgram('f32', b.dtype, transB, undefined, K % 4 === 0 && N % 4 === 0, tile), inputs, [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
+      ? () => g.run(gemvProgram('f32', b.dtype, M, {}, gemv), inputs, [out], { N, K }, grid1d(N, gemv.rowsPerGroup, g.limits.maxComputeWorkgroupsPerDimension))
+      : () => g.run(gemmProgram('f32', b.dtype, transB, {}, K % 4 === 0 && N % 4 === 0, tile), inputs, [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
   const t = await timeOnGpu(g, dispatch, { reps });
   const check = await spotCheck(await hostA.data(), await hostB.data(), await out.data(), M, N, K, transB);
   const flops = 2 * M * N * K;
   const bytes = (M * K + M * N) * 4 + N * K * (b.dtype === 'f32' ? 4 : 2);
   return { shape: c.kind === 'matmul' ? tile : gemv, check, ...t, TFLOPs: flops / t.medianMs / 1e9, GBps: bytes / t.medianMs / 1e6 };
+}
+
+/** y = (x codes^T) * scale with 6-bit-range codes stored one per byte, as the quantizer's artifacts hold them. */
+async function quantizedGemv(g: WebGPUBackend, c: Case, reps: number) {
+  const { M, N, K } = c;
+  const rng = new Rng(5);
+  const codes = Int8Array.from({ length: N * K }, () => rng.int(63) - 31);
+  const scales = Float32Array.from({ length: N }, () => 0.01 + 0.05 * rng.uniform());
+  const hostX = randn([M, K], { seed: 1 });
+  const x = await hostX.to(g);
+  const w = tensor(codes, [N, K], { backend: g });
+  const s = tensor(scales, [N], { backend: g });
+  const t = await timeOnGpu(g, async () => (await linear(x, w, null, { rowScale: s })).dispose(), { reps });
+  const y = await linear(x, w, null, { rowScale: s });
+  const dequant = Float32Array.from(codes, (q, i) => q * scales[Math.floor(i / K)]!);
+  const check = await spotCheck(await hostX.data(), dequant, await y.data(), M, N, K, true);
+  const bytes = N * K + N * 4 + (M * K + M * N) * 4;
+  return { check, ...t, GBps: bytes / t.medianMs / 1e6 };
 }
 
 const option = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);

@@ -1,4 +1,4 @@
-import { ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
+import { DTypeError, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu/linear.js';
 import './webgpu/linear.js';
 
@@ -15,6 +15,8 @@ export interface MatmulAttrs {
   transB: boolean;
   bShared: boolean;
   hasBias: boolean;
+  /** Inputs end with a per-output-row scale [N] (quantized weights: y = (x codes^T) * scale + bias). */
+  hasRowScale: boolean;
   outShape: number[];
 }
 
@@ -22,23 +24,33 @@ export interface MatmulAttrs {
  * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
  * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
  * GEMV kernel that streams W once; more rows take a tiled matrix-product kernel.
+ *
+ * Quantized weights: W may be i8 codes with `rowScale` [out] (one float per output row), and then
+ * y = (x codes^T) * rowScale + b: the kernels read one byte per weight and never expand W in memory.
  */
-export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Promise<Tensor> {
+export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options: { rowScale?: Tensor } = {}): Promise<Tensor> {
   const name = weight.name ?? 'weight';
+  const { rowScale } = options;
   assertFloat('linear', x, 'input');
-  assertFloat('linear', weight, 'weight');
+  if (rowScale) {
+    if (weight.dtype !== 'i8') throw new DTypeError(`linear: rowScale is for i8 codes; weight ${name} is ${weight.dtype}`);
+  } else {
+    assertFloat('linear', weight, 'weight');
+  }
   if (weight.rank !== 2) throw new ShapeError(`linear: weight ${name} must be [out, in], got ${formatShape(weight.shape)}`);
   const [N, K] = weight.shape as [number, number];
   if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
     throw new ShapeError(`linear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(weight.shape)})`);
   }
-  if (bias) {
-    assertFloat('linear', bias, 'bias');
-    if (bias.rank !== 1 || bias.shape[0] !== N) throw new ShapeError(`linear: bias ${bias.name ?? 'bias'} ${formatShape(bias.shape)} must be [${N}] to match weight ${name}`);
+  for (const [role, t] of [['bias', bias], ['rowScale', rowScale]] as const) {
+    if (!t) continue;
+    assertFloat('linear', t, role);
+    if (t.rank !== 1 || t.shape[0] !== N) throw new ShapeError(`linear: ${role} ${t.name ?? role} ${formatShape(t.shape)} must be [${N}] to match weight ${name}`);
   }
   const M = x.size / K;
-  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, outShape: [...x.shape.slice(0, -1), N] };
-  return (await runKernel('matmul', bias ? [x, weight, bias] : [x, weight], attrs))[0]!;
+  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, outShape: [...x.shape.slice(0, -1), N] };
+  const inputs = [x, weight, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : [])];
+  return (await runKernel('matmul', inputs, attrs))[0]!;
 }
 
 /**
@@ -60,7 +72,7 @@ export async function matmul(a: Tensor, b: Tensor, options: { transposeB?: boole
     throw new ShapeError(`matmul: b ${formatShape(b.shape)} must have a's leading dims ${formatShape(lead)} or be 2-D`);
   }
   const batch = lead.reduce((p, d) => p * d, 1);
-  const attrs: MatmulAttrs = { batch, M, N, K, transB, bShared, hasBias: false, outShape: [...lead, M, N] };
+  const attrs: MatmulAttrs = { batch, M, N, K, transB, bShared, hasBias: false, hasRowScale: false, outShape: [...lead, M, N] };
   return (await runKernel('matmul', [a, b], attrs))[0]!;
 }
 

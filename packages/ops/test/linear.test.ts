@@ -61,6 +61,34 @@ describe.each(backends)('linear / matmul on $name', (backend) => {
     }
   });
 
+  it.each([
+    [1, 70, 96], // GEMV, 16-byte loads of codes
+    [3, 33, 30], // GEMV rows, K not a multiple of 4: tiled kernel with scalar loads
+    [37, 70, 96], // tiled kernel, vector loads
+  ])('quantized linear: i8 codes x row scales, M=%i N=%i K=%i', async (M, N, K) => {
+    const rng = new Rng(21);
+    const codes = Array.from({ length: N * K }, () => rng.int(63) - 31);
+    const scales = Array.from({ length: N }, () => 0.01 + rng.uniform() * 0.05);
+    const x = await rand([M, K], 22, backend);
+    const b = await rand([N], 23, backend);
+    const w = tensor(new Int8Array(codes), [N, K], { backend, name: 'q.codes' });
+    const s = tensor(scales, [N], { backend, dtype: 'f16', name: 'q.scales' });
+    const sv = Array.from(await s.data());
+    const dequant = codes.map((c, i) => c * sv[Math.floor(i / K)]!);
+    const y = await linear(x.t, w, b.t, { rowScale: s });
+    assertClose(ref(x.v, dequant, 1, M, N, K, true, true, b.v), await y.data(), { rtol: 1e-5, name: `quantized ${M}x${N}x${K}` });
+    const noBias = await linear(x.t, w, null, { rowScale: s });
+    assertClose(ref(x.v, dequant, 1, M, N, K, true, true), await noBias.data(), { rtol: 1e-5 });
+  });
+
+  it('quantized linear refuses float weights with row scales and scales of the wrong length', async () => {
+    const x = tensor(new Float32Array(4), [1, 4], { backend });
+    const s = tensor([1, 1], [2], { backend });
+    await expect(linear(x, tensor(new Float32Array(8), [2, 4], { backend, name: 'w' }), null, { rowScale: s })).rejects.toThrow(/rowScale is for i8 codes; weight w is f32/);
+    await expect(linear(x, tensor(new Int8Array(8), [2, 4], { backend }), null, { rowScale: tensor([1], [1], { backend, name: 's' }) })).rejects.toThrow(/rowScale s \[1\] must be \[2\]/);
+    await expect(linear(x, tensor(new Int8Array(8), [2, 4], { backend }))).rejects.toThrow(DTypeError);
+  });
+
   it('linear keeps leading dims', async () => {
     const x = await rand([2, 3, 8], 7, backend);
     const w = await rand([5, 8], 8, backend);
@@ -113,7 +141,7 @@ describe.runIf(gpu)('matmul tiles', () => {
     const b = await rand(transB ? [N, K] : [K, N], 12, g);
     for (const vec of [true, false]) {
       const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
-      await g.run(gemmProgram('f32', 'f32', transB, undefined, vec, tile), [a.t, b.t], [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
+      await g.run(gemmProgram('f32', 'f32', transB, {}, vec, tile), [a.t, b.t], [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
       assertClose(ref(a.v, b.v, 1, M, N, K, transB, true), await out.data(), { rtol: 1e-5, name: `vec=${vec}` });
     }
   });
@@ -133,7 +161,7 @@ describe.runIf(gpu)('GEMV shapes', () => {
       const x = await rand([M, K], 13, g);
       const w = await rand([N, K], 14, g, dtype);
       const out = tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g });
-      await g.run(gemvProgram('f32', dtype, M, undefined, shape), [x.t, w.t], [out], { N, K }, [Math.ceil(N / shape.rowsPerGroup), 1, 1]);
+      await g.run(gemvProgram('f32', dtype, M, {}, shape), [x.t, w.t], [out], { N, K }, [Math.ceil(N / shape.rowsPerGroup), 1, 1]);
       assertClose(ref(x.v, w.v, 1, M, N, K, true, true), await out.data(), { rtol: 1e-5, name: `M=${M} ${dtype}` });
     }
   });

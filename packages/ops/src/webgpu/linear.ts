@@ -57,11 +57,36 @@ function tileLoader(op: 'a' | 'b', kContiguous: boolean, vec: boolean, rows: num
 /** A loader of 4 consecutive elements (16-byte aligned) of an f32 binding viewed as vec4, or an f16/bf16 one viewed as vec2<u32>. */
 function load4(name: string, dtype: DType): { view: string; fn: string } {
   if (dtype === 'f32') return { view: 'vec4<f32>', fn: `fn load4_${name}(i: u32) -> vec4<f32> { return ${name}[i]; }` };
+  if (dtype === 'i8') {
+    // four signed 8-bit codes per word (quantized weights), sign-extended by extractBits on an i32
+    return {
+      view: 'u32',
+      fn: `fn load4_${name}(i: u32) -> vec4<f32> { let p = bitcast<i32>(${name}[i]); return vec4<f32>(f32(extractBits(p, 0u, 8u)), f32(extractBits(p, 8u, 8u)), f32(extractBits(p, 16u, 8u)), f32(extractBits(p, 24u, 8u))); }`,
+    };
+  }
   const d = dtype === 'f16' ? 'f16_bits_to_f32' : 'bf16_bits_to_f32';
   return {
     view: 'vec2<u32>',
     fn: `fn load4_${name}(i: u32) -> vec4<f32> { let p = ${name}[i]; return vec4<f32>(${d}(p.x & 0xffffu), ${d}(p.x >> 16u), ${d}(p.y & 0xffffu), ${d}(p.y >> 16u)); }`,
   };
+}
+
+/**
+ * What the kernels apply to each dot product before storing it: y = dot * rowScale[n] + bias[n] (either may
+ * be absent; rowScale is the per-output-row scale of quantized weights), given by the dtypes of those inputs.
+ */
+export interface Epilogue {
+  bias?: DType;
+  rowScale?: DType;
+}
+
+/** The epilogue's extra inputs, bound after the two operands, and the WGSL expression for column `col`. */
+function epilogue(e: Epilogue): { inputs: Record<string, DType>; apply: (value: string, col: string) => string; key: string } {
+  const inputs: Record<string, DType> = {};
+  if (e.bias) inputs.bias = e.bias;
+  if (e.rowScale) inputs.rowScale = e.rowScale;
+  const apply = (value: string, col: string) => `${e.rowScale ? `${value} * load_rowScale(${col})` : value}${e.bias ? ` + load_bias(${col})` : ''}`;
+  return { inputs, apply, key: `${e.bias}:${e.rowScale}` };
 }
 
 /**
@@ -71,13 +96,13 @@ function load4(name: string, dtype: DType): { view: string; fn: string } {
  * and TN/4 column groups, strided so that a warp's stores are contiguous. `vec` (16-byte global loads)
  * needs K, and N when b is [K, N], to be multiples of 4.
  */
-export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, biasDType: DType | undefined, vec: boolean, tile: GemmTile = DEFAULT_TILE): Program {
-  const hasBias = biasDType !== undefined;
+export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, post: Epilogue, vec: boolean, tile: GemmTile = DEFAULT_TILE): Program {
+  const ep = epilogue(post);
   const { BM, BN, BK, TM, TN } = tile;
   const TX = BN / TN;
   const TY = BM / TM;
   const threads = TX * TY;
-  const key = `ops:gemm:${aDType}:${bDType}:${transB}:${biasDType}:${vec}:${BM}x${BN}x${BK}:${TM}x${TN}`;
+  const key = `ops:gemm:${aDType}:${bDType}:${transB}:${ep.key}:${vec}:${BM}x${BN}x${BK}:${TM}x${TN}`;
   return cached(key, () => {
     const RG = TM / 4; // row groups of 4
     const CG = TN / 4; // column groups of 4 (vec4)
@@ -98,7 +123,7 @@ export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, biasD
     const lb = load4('b', bDType);
     return program({
       name: 'matmul',
-      inputs: biasDType ? { a: aDType, b: bDType, bias: biasDType } : { a: aDType, b: bDType },
+      inputs: { a: aDType, b: bDType, ...ep.inputs },
       outputs: { out: 'f32' },
       views: vec ? { a: la.view, b: lb.view } : {},
       uniforms: { M: 'u32', N: 'u32', K: 'u32', bBatchStride: 'u32' },
@@ -112,7 +137,7 @@ fn store4(m: u32, n: u32, v: vec4<f32>) {
   if (m >= u.M) { return; }
   for (var c = 0u; c < 4u; c++) {
     let col = n + c;
-    if (col < u.N) { out[outBase + m * u.N + col] = v[c]${hasBias ? ' + load_bias(col)' : ''}; }
+    if (col < u.N) { out[outBase + m * u.N + col] = ${ep.apply('v[c]', 'col')}; }
   }
 }`,
       main: `  let tx = lid.x % ${TX}u;
@@ -169,9 +194,10 @@ export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4 }
  * `unroll` at a time so that more loads are in flight, reusing each vector for every x row; lanes are then summed in
  * workgroup memory.
  */
-export function gemvProgram(xDType: DType, wDType: DType, rows: number, biasDType: DType | undefined, shape: GemvShape = DEFAULT_GEMV): Program {
+export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Epilogue, shape: GemvShape = DEFAULT_GEMV): Program {
+  const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
-  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${biasDType}:${rowsPerGroup}x${lanes}x${unroll}`, () => {
+  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}`, () => {
     const U = Array.from({ length: unroll }, (_, j) => j);
     const lw = load4('w', wDType);
     const threads = rowsPerGroup * lanes;
@@ -179,7 +205,7 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, biasDTyp
     const part = (m: number) => `partial[${m * threads}u + lid.x]`;
     return program({
       name: 'matmul',
-      inputs: biasDType ? { x: xDType, w: wDType, bias: biasDType } : { x: xDType, w: wDType },
+      inputs: { x: xDType, w: wDType, ...ep.inputs },
       outputs: { out: 'f32' },
       views: xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view },
       uniforms: { N: 'u32', K: 'u32' },
@@ -215,25 +241,27 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
     workgroupBarrier();
   }
   if (lane == 0u && n < u.N) {
-    ${R.map((m) => `out[${m}u * u.N + n] = ${part(m)}${biasDType ? ' + load_bias(n)' : ''};`).join('\n    ')}
+    ${R.map((m) => `out[${m}u * u.N + n] = ${ep.apply(part(m), 'n')};`).join('\n    ')}
   }`,
     });
   });
 }
 
 async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBackend): Promise<Tensor> {
-  const [a, b, bias] = inputs as [Tensor, Tensor, Tensor?];
+  const [a, b, ...rest] = inputs as [Tensor, Tensor, ...Tensor[]];
   const { batch, M, N, K, transB, bShared, outShape } = attrs;
+  // the epilogue inputs follow the operands in this order: bias, then rowScale
+  const post: Epilogue = { bias: attrs.hasBias ? rest[0]!.dtype : undefined, rowScale: attrs.hasRowScale ? rest[attrs.hasBias ? 1 : 0]!.dtype : undefined };
   const out = empty(outShape, { backend });
   if (out.size === 0) return out;
   if (useGemv(attrs)) {
-    const prog = gemvProgram(a.dtype, b.dtype, M, bias?.dtype);
+    const prog = gemvProgram(a.dtype, b.dtype, M, post);
     await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return out;
   }
   const tile = DEFAULT_TILE;
   const vec = K % 4 === 0 && (transB || N % 4 === 0);
-  const prog = gemmProgram(a.dtype, b.dtype, transB, bias?.dtype, vec, tile);
+  const prog = gemmProgram(a.dtype, b.dtype, transB, post, vec, tile);
   const uniforms = { M, N, K, bBatchStride: bShared ? 0 : K * N };
   await backend.run(prog, inputs, [out], uniforms, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), batch]);
   return out;
