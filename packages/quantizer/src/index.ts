@@ -11,6 +11,7 @@
  */
 export { type ArtifactSize, type ArtifactSizeOptions, type CodeLayout, ARTIFACT_FORMAT, ARTIFACT_KEY, artifactSize, byteShuffle, byteUnshuffle, readArtifact, writeArtifact } from './artifact.js';
 export { type Hessian, accumulateHessian, createHessian, hessianMatrix } from './gptq.js';
+export { quantizedLinear, quantizedTo } from './linear.js';
 export { packBits, packedBytes, unpackBits } from './pack.js';
 export { type QuantClass, type QuantPolicy, type QuantRule, type QuantizedModel, GOLF_POLICY, POLICIES, classifyTensor, dequantizeModel, quantizeModel } from './policy.js';
 export { type QuantMethod, type QuantizeOptions, type QuantizedTensor, dequantize, quantize } from './quantize.js';
