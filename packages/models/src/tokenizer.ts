@@ -1,0 +1,216 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Template } from '@huggingface/jinja';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { CheckpointError, ConfigError, InputError } from '@phalanx/core';
+
+/** One chat turn as chat templates read it; templates may read more fields (tool_calls, name, ...). */
+export interface ChatMessage {
+  role: string;
+  content: string;
+  [field: string]: unknown;
+}
+
+export interface ChatTemplateOptions {
+  /** End with the header of an assistant turn, so generation continues as the assistant. Default false. */
+  addGenerationPrompt?: boolean;
+  /** Tool definitions (JSON schema objects), passed to the template as `tools`. */
+  tools?: object[];
+}
+
+/** The JSON of a checkpoint's tokenizer files; `generationConfig` is optional. */
+export interface TokenizerFiles {
+  tokenizer: unknown;
+  config: unknown;
+  generationConfig?: unknown;
+  /** The contents of chat_template.jinja, which newer transformers write instead of `chat_template`. */
+  chatTemplate?: string;
+}
+
+export const TOKENIZER_FILE = 'tokenizer.json';
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
+export const GENERATION_CONFIG_FILE = 'generation_config.json';
+export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
+
+/** Special tokens transformers passes to chat templates by name. */
+const TEMPLATE_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
+
+/**
+ * Reads a checkpoint folder's tokenizer.json and tokenizer_config.json (required), and generation_config.json
+ * and chat_template.jinja (when present). A missing or unparsable file is a CheckpointError naming it; a bad
+ * field is a ConfigError naming the file and the field.
+ */
+export async function loadTokenizer(dir: string): Promise<Tokenizer> {
+  const path = (name: string) => join(dir, name);
+  const [tokenizer, config, generationConfig, chatTemplate] = await Promise.all([
+    readJson(path(TOKENIZER_FILE), true),
+    readJson(path(TOKENIZER_CONFIG_FILE), true),
+    readJson(path(GENERATION_CONFIG_FILE), false),
+    readText(path(CHAT_TEMPLATE_FILE), false),
+  ]);
+  return new Tokenizer({ tokenizer, config, generationConfig, chatTemplate }, dir);
+}
+
+/**
+ * A Hugging Face tokenizer (run by @huggingface/tokenizers) with the checkpoint's special ids and chat
+ * template (rendered by @huggingface/jinja).
+ *
+ * @example
+ * const tok = await loadTokenizer('Llama-3.2-1B-Instruct');
+ * const prompt = tok.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true });
+ * const ids = tok.encode(prompt, { addSpecialTokens: false }); // the template already wrote <|begin_of_text|>
+ * tok.decode(ids, { skipSpecialTokens: true });
+ */
+export class Tokenizer {
+  /** The id `encode` puts first when the tokenizer adds one, or null. */
+  readonly bos: number | null;
+  /** Ids that end generation: generation_config.json's `eos_token_id` (a list), else tokenizer_config.json's `eos_token`. */
+  readonly eos: number[];
+  /** One past the largest id, added tokens included: the embedding rows a model needs. */
+  readonly vocabSize: number;
+  private readonly hf: HfTokenizer;
+  private readonly templateTokens: Record<string, string> = {};
+  private readonly templates = new Map<string, Template>();
+  private readonly templateFile: string;
+
+  /** `dir` only names the files in errors. */
+  constructor(files: TokenizerFiles, dir = '.') {
+    const tokFile = join(dir, TOKENIZER_FILE);
+    const cfgFile = join(dir, TOKENIZER_CONFIG_FILE);
+    const genFile = join(dir, GENERATION_CONFIG_FILE);
+    const tokenizer = object(files.tokenizer, tokFile, '(file)');
+    object(tokenizer.model, tokFile, 'model');
+    if (typeof (tokenizer.model as Record<string, unknown>).type !== 'string') throw new ConfigError(tokFile, 'model.type', 'missing (expected a string such as "BPE")');
+    if (tokenizer.added_tokens !== undefined && !Array.isArray(tokenizer.added_tokens)) throw new ConfigError(tokFile, 'added_tokens', 'expected a list');
+    const config = object(files.config, cfgFile, '(file)');
+    try {
+      this.hf = new HfTokenizer(tokenizer, config);
+    } catch (e) {
+      throw new CheckpointError(tokFile, `the tokenizer runtime refused it: ${(e as Error).message}`, { cause: e });
+    }
+
+    let maxId = -1;
+    for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id); // a loop: 128k spread arguments overflow the stack
+    this.vocabSize = maxId + 1;
+
+    // Special tokens are strings, or {"content": ...} objects in configs written by older transformers.
+    const tokenIds: Record<string, number | null> = {};
+    for (const field of TEMPLATE_TOKENS) {
+      const v = config[field];
+      if (v === undefined || v === null) continue;
+      const content = typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : v;
+      if (typeof content !== 'string') throw new ConfigError(cfgFile, field, `expected a string or {"content": string}, got ${JSON.stringify(v)}`);
+      this.templateTokens[field] = content;
+      tokenIds[field] = this.hf.token_to_id(content) ?? null;
+    }
+    for (const field of ['bos_token', 'eos_token']) {
+      if (tokenIds[field] === null) throw new ConfigError(cfgFile, field, `'${this.templateTokens[field]}' is not in ${TOKENIZER_FILE}'s vocabulary`);
+    }
+
+    // generation_config.json wins where it says something: Llama 3 Instruct stops on two ids there, one in tokenizer_config.json.
+    const gen = files.generationConfig === undefined ? {} : object(files.generationConfig, genFile, '(file)');
+    const id = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) < this.vocabSize;
+    const genBos = gen.bos_token_id;
+    if (genBos !== undefined && genBos !== null && !id(genBos)) throw new ConfigError(genFile, 'bos_token_id', `expected a token id below ${this.vocabSize}, got ${JSON.stringify(genBos)}`);
+    const genEos = gen.eos_token_id;
+    const genEosList = Array.isArray(genEos) ? genEos : genEos === undefined || genEos === null ? undefined : [genEos];
+    if (genEosList !== undefined && !genEosList.every(id)) throw new ConfigError(genFile, 'eos_token_id', `expected token ids below ${this.vocabSize}, got ${JSON.stringify(genEos)}`);
+    this.bos = genBos !== undefined ? (genBos as number | null) : (tokenIds.bos_token ?? null);
+    this.eos = genEosList ?? (tokenIds.eos_token === undefined ? [] : [tokenIds.eos_token as number]);
+
+    // A chat_template.jinja file replaces the config's field, as in transformers.
+    this.templateFile = files.chatTemplate === undefined ? cfgFile : join(dir, CHAT_TEMPLATE_FILE);
+    const source = files.chatTemplate ?? config.chat_template;
+    if (typeof source === 'string') this.addTemplate('default', source, 'chat_template');
+    else if (Array.isArray(source)) {
+      // Several named templates: [{ name: 'default', template }, { name: 'tool_use', template }].
+      source.forEach((t: { name?: unknown; template?: unknown }, i) => {
+        if (typeof t?.name !== 'string' || typeof t.template !== 'string') throw new ConfigError(cfgFile, `chat_template[${i}]`, 'expected {"name": string, "template": string}');
+        this.addTemplate(t.name, t.template, `chat_template[${i}]`);
+      });
+    } else if (source !== undefined && source !== null) throw new ConfigError(cfgFile, 'chat_template', 'expected a string or a list of {"name", "template"}');
+  }
+
+  /** Token ids of `text`; `addSpecialTokens` (default true) adds what the post-processor adds, e.g. BOS. */
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.hf.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  /**
+   * Text of `ids`. `skipSpecialTokens` (default false) drops special tokens; `cleanUpSpaces` (default: the
+   * config's `clean_up_tokenization_spaces`) joins spaces before punctuation as transformers does.
+   */
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean; cleanUpSpaces?: boolean } = {}): string {
+    const bad = ids.findIndex((i) => !Number.isSafeInteger(i) || i < 0 || i >= this.vocabSize);
+    if (bad >= 0) throw new InputError(`token id ${ids[bad]} at position ${bad} is outside the vocabulary (size ${this.vocabSize})`);
+    if (ids.length === 0) return ''; // the runtime refuses an empty list
+    return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: options.cleanUpSpaces });
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  /**
+   * Renders the chat template with `messages`, `add_generation_prompt`, `tools` and the special tokens
+   * (`bos_token`, `eos_token`, ...). With `tools` a template named "tool_use" is used if there is one. The
+   * template's `raise_exception(msg)` (jinja's built-in) and other render failures become an InputError
+   * carrying the message; no template is a ConfigError.
+   */
+  applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
+    const template = (options.tools && this.templates.get('tool_use')) ?? this.templates.get('default');
+    if (!template) {
+      const why = this.templates.size ? `no template named "default" (has ${[...this.templates.keys()].join(', ')})` : 'missing: this tokenizer has no chat template';
+      throw new ConfigError(this.templateFile, 'chat_template', why);
+    }
+    try {
+      return template.render({
+        ...this.templateTokens,
+        messages,
+        ...(options.tools && { tools: options.tools }), // absent, not undefined: templates test `tools is defined`
+        add_generation_prompt: options.addGenerationPrompt ?? false,
+      });
+    } catch (e) {
+      // The template's own raise_exception(msg) throws a plain Error(msg), as does a runtime failure on these messages.
+      throw new InputError(`chat template: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  private addTemplate(name: string, source: string, field: string): void {
+    try {
+      this.templates.set(name, new Template(source));
+    } catch (e) {
+      throw new ConfigError(this.templateFile, field, `not a template @huggingface/jinja can parse: ${(e as Error).message}`);
+    }
+  }
+}
+
+function object(v: unknown, file: string, field: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(file, field, `expected a JSON object, got ${Array.isArray(v) ? 'a list' : JSON.stringify(v)}`);
+  return v as Record<string, unknown>;
+}
+
+async function readText(path: string, required: true): Promise<string>;
+async function readText(path: string, required: false): Promise<string | undefined>;
+async function readText(path: string, required: boolean): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if (!required && (e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CheckpointError(path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not readable (${(e as Error).message})`, { cause: e });
+  }
+}
+
+async function readJson(path: string, required: boolean): Promise<unknown> {
+  const text = required ? await readText(path, true) : await readText(path, false);
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new CheckpointError(path, `not valid JSON (${(e as Error).message})`, { cause: e });
+  }
+}
