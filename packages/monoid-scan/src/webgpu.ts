@@ -12,7 +12,9 @@
  *      S_{c+1} = exp(g_c) S_c + L_c; the last one is the final state;
  *   3. output: per chunk, O = (Q * exp(B)) S_c + A V with A[r, s] = sum_i q_r[i] k_s[i] exp(B_r[i] - B_s[i]) for
  *      s <= r. Every exponent is <= 0 (B is a non-increasing cumulative sum inside the chunk), so nothing
- *      overflows however strong the decay; A is evaluated element by element, one sub-chunk tile at a time.
+ *      overflows however strong the decay: A's off-diagonal 16-row sub-chunk blocks are factored around a
+ *      boundary between the two sub-chunks (both factors <= 1), its diagonal blocks are evaluated element by
+ *      element; all 64 rows at once, each thread holding a 4 x 4 register tile of O and of A.
  */
 import { type Tensor, cast, empty, registerKernel, tensor } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, program } from '@phalanx/webgpu';
@@ -213,27 +215,67 @@ function carryProgram(d: Dims, hasInit: boolean): Program {
 }
 
 /**
- * Outputs of one chunk, one sub-chunk p of 16 query rows at a time; thread (r, g) owns row r of p and value
- * columns 4g..4g+3. Everything a loop reads repeatedly is staged in workgroup memory (16-row tiles):
- *  - inter-chunk: (q * exp(B_r)) S_c, S_c in 16-row tiles;
- *  - earlier key sub-chunks b < p: A = (q * exp(B_r - g_p)) (k * exp(g_p - B_s))^T with g_p = B at p's first
- *    row (both factors <= 1, spec 1.5d), so the scores are plain dot products;
- *  - the diagonal sub-chunk: exp(B_r - B_s) element by element, s <= r.
+ * Outputs of one chunk, all 64 query rows at once with register tiles (spec 1.5d). Thread (ty, tx) owns rows
+ * ty + 16m (m = 0..3: one row of each sub-chunk, so every thread does the same work) and value columns
+ * 4tx..4tx+3, 16 outputs, so each vec4 read of S_c or V serves 4 rows and each query or score read 4 columns.
+ * The key dims are taken W = 4 CW at a time (CW vec4s); per pass, from the cumulative log-decay B of the pass's
+ * dims, workgroup memory holds (rows padded to CW + 1 vec4s, so the score tiles' row reads spread over banks):
+ *  - B, and the raw q and k (the diagonal sub-chunk blocks use exp(B_r - B_s) element by element, s <= r);
+ *  - Qh = q * exp(B_r - g_p), g_p = B at the first row of r's sub-chunk p (so Qh * exp(g_p) = q * exp(B_r) is
+ *    the inter-chunk query, and Qh is the off-diagonal query factor);
+ *  - Kp = k * exp(g_{b+1} - B_s), b the key's sub-chunk; an off-diagonal block (p, b < p) is then
+ *    A = (Qh * exp(g_p - g_{b+1})) Kp^T, every factor <= 1;
+ *  - S_c's rows of the pass's dims, for O += (q * exp(B)) S_c.
+ * Score work: 16 threads per 16x16 block, each a 4x4 tile (rows ri + 4j, keys ci + 4l of the block), summed in
+ * registers over the passes: 6 off-diagonal blocks, and the 4 diagonal blocks split over two thread groups by
+ * dims (the element-wise exps are the costly part); the blocks above the diagonal are never computed. The
+ * scores then go to workgroup memory as A^T (vec4 of the 4 rows a thread owns), and O += A V reads V in two
+ * 32-row halves, each key sub-chunk b only feeding the rows of sub-chunks >= b. Global loads go to registers
+ * ahead of their use (the next pass's decays during this pass's staging, q, k and S_c during the decay sum, V
+ * while the scores are written out), so their latency overlaps a barrier-bound phase instead of adding to it.
  */
 function outputProgram(d: Dims, dtype: string): Program {
   const { Dk, Dv, scalarDecay } = d;
   return cached(`monoid:chunk-output:${Dk}:${Dv}:${scalarDecay}:${dtype}`, () => {
     const dt = dtype as 'f32';
-    // Tiles are vec4 rows, padded with zeros to whole vec4s (a zero lane adds nothing to a dot product); q and
-    // k rows get one more vec4 of stride, as the score loop reads 16 different key rows at once.
     const K4 = Math.ceil(Dk / 4);
     const V4 = Math.ceil(Dv / 4);
-    const stage = (buf: string, width: number, vecStride: number, value: string) => `for (var e = lid.x; e < ${SUB * 4 * Math.ceil(width / 4)}u; e += ${THREADS}u) {
-      let rr = e / ${4 * Math.ceil(width / 4)}u;
-      let x = e % ${4 * Math.ceil(width / 4)}u;
-      ${buf}[rr * ${vecStride}u + x / 4u][x % 4u] = select(0.0, ${value}, x < ${width}u);
-    }`;
-    const qRow = (rr: string) => `p * ${SUB}u + ${rr}`;
+    const CW = Math.min(4, K4); // vec4s of key dims per pass
+    const NC = Math.ceil(K4 / CW); // passes
+    const W = 4 * CW; // key dims per pass
+    const ST = CW + 1; // row stride of the per-row tiles, in vec4s
+    const H0 = Math.ceil(CW / 2); // the diagonal blocks' first thread group takes vec4s [0, H0) of a pass
+    const TILE = CHUNK * ST;
+    // pass layout of the pool (vec4s)
+    const oB = 0;
+    const oQ = TILE;
+    const oK = 2 * TILE;
+    const oQR = 3 * TILE;
+    const oKR = 4 * TILE;
+    const oEG = 5 * TILE;
+    const oW = oEG + 4 * CW;
+    const oS = oW + 6 * CW;
+    const passEnd = oS + W * V4;
+    // after the passes: A^T and half of V
+    const oAT = 0;
+    const oV = CHUNK * 16;
+    const POOL = Math.max(passEnd, oV + 32 * V4);
+    const M = [0, 1, 2, 3];
+    const JL = M.flatMap((j) => M.map((l) => [j, l] as const));
+    const u = (x: number) => `${x}u`;
+    const DI = Array.from({ length: Math.ceil((CHUNK * W) / THREADS) }, (_, n) => n);
+    const VI = Array.from({ length: Math.ceil((32 * 4 * V4) / THREADS) }, (_, n) => n);
+    const SI = Array.from({ length: Math.ceil((W * 4 * V4) / THREADS) }, (_, n) => n);
+    // the decays of the pass starting at dim `from`, into registers dl0.. (element e = lid.x + n * THREADS)
+    const loadDecays = (from: string) =>
+      DI.map((n) => `{
+    let e = lid.x + ${n * THREADS}u;
+    let r = e / ${W}u;
+    let i = ${from} + e % ${W}u;
+    dl${n} = 0.0;
+    if (e < ${CHUNK * W}u && r < rows && i < ${Dk}u) { dl${n} = ld(rowOf(seq.x, first + r, h), i); }
+  }`).join(' ');
+    const bAt = (row: string, v: string) => `pool[${oB}u + (${row}) * ${ST}u + ${v}]`;
     return program({
       name: 'monoid-chunk-output',
       inputs: { q: dt, k: dt, v: dt, logDecay: dt, states: 'f32', seqs: 'u32' },
@@ -243,77 +285,166 @@ function outputProgram(d: Dims, dtype: string): Program {
       helpers: `${SEQUENCE}
 ${decay(scalarDecay, Dk)}
 ${ROW}
-var<workgroup> cum: array<vec4<f32>, ${CHUNK * K4}>;
-var<workgroup> qx: array<vec4<f32>, ${SUB * (K4 + 1)}>;
-var<workgroup> kx: array<vec4<f32>, ${SUB * (K4 + 1)}>;
-var<workgroup> vx: array<vec4<f32>, ${SUB * V4}>;
-var<workgroup> att: array<f32, ${SUB * SUB}>;
-fn cumAt(row: u32, i: u32) -> f32 { return cum[row * ${K4}u + i / 4u][i % 4u]; }`,
+var<workgroup> pool: array<vec4<f32>, ${POOL}>;`,
       main: `${CHUNK_PRELUDE(Dk)}
-  // B_r: inclusive cumulative log-decay inside the chunk. The decays are loaded by the whole workgroup at once,
-  // then summed down each key dim in workgroup memory, one per thread (padding lanes stay 0).
-  for (var e = lid.x; e < ${CHUNK * 4 * K4}u; e += ${THREADS}u) {
-    let r = e / ${4 * K4}u;
-    let i = e % ${4 * K4}u;
-    cum[r * ${K4}u + i / 4u][i % 4u] = select(0.0, ld(rowOf(seq.x, first + r, h), min(i, ${Dk - 1}u)), r < rows && i < ${Dk}u);
+  let ty = lid.x / 16u;
+  let tx = lid.x % 16u;
+  // score job of this thread: block (sp, sb), tile (ri, ci); role 1 diagonal (vec4s [vlo, vhi) of each pass),
+  // 2 off-diagonal (pair index job - 4), 0 none
+  let job = ty;
+  let ri = tx % 4u;
+  let ci = tx / 4u;
+  var role = 0u;
+  var sp = 0u;
+  var sb = 0u;
+  var vlo = 0u;
+  var vhi = ${u(CW)};
+  if (job < 4u) {
+    role = 1u; sp = job; sb = job; vhi = ${u(H0)};
+  } else if (job < 10u) {
+    role = 2u;
+    let k = job - 4u;
+    sp = 1u + u32(k >= 1u) + u32(k >= 3u);
+    sb = k - sp * (sp - 1u) / 2u;
+  } else if (job < 14u) {
+    role = 1u; sp = job - 10u; sb = sp; vlo = ${u(H0)};
+  }
+  let pair = job - 4u;
+  let R = 16u * sp + ri;
+  let C = 16u * sb + ci;
+  ${M.map((m) => `var o${m} = vec4<f32>(0.0);`).join(' ')}
+  ${JL.map(([j, l]) => `var a${j}${l} = 0.0;`).join(' ')}
+  ${DI.map((n) => `var dl${n} = 0.0;`).join(' ')}
+  ${loadDecays('0u')}
+  for (var kc = 0u; kc < ${u(NC)}; kc++) {
+    let i0 = kc * ${u(W)};
+    // B of the pass's dims: the decays (already in registers, see the end of the staging) go to workgroup
+    // memory, then an inclusive sum down the rows, thread (ty, tx) taking rows 4ty..4ty+3 of dim tx and adding
+    // the totals of the segments above. This pass's q, k and S_c loads are issued first, to land meanwhile.
+    ${DI.map((n) => `if (lid.x + ${u(n * THREADS)} < ${u(CHUNK * W)}) { let e = lid.x + ${u(n * THREADS)}; pool[${oB}u + e / ${u(W)} * ${ST}u + e % ${u(W)} / 4u][e % 4u] = dl${n}; }`).join('\n    ')}
+    workgroupBarrier();
+    var qv = vec4<f32>(0.0);
+    var kv = vec4<f32>(0.0);
+    let sr = lid.x / ${u(CW)};
+    let sv = lid.x % ${u(CW)};
+    if (lid.x < ${u(CHUNK * CW)} && sr < rows) {
+      let row = rowOf(seq.x, first + sr, h) * ${u(Dk)};
+      for (var c4 = 0u; c4 < 4u; c4++) {
+        let i = i0 + 4u * sv + c4;
+        if (i < ${u(Dk)}) { qv[c4] = load_q(row + i); kv[c4] = load_k(row + i); }
+      }
+    }
+    ${SI.map((n) => `var st${n} = 0.0;
+    {
+      let e = lid.x + ${u(n * THREADS)};
+      let i = i0 + e / ${u(4 * V4)};
+      let x = e % ${u(4 * V4)};
+      if (e < ${u(W * 4 * V4)} && i < ${u(Dk)} && x < ${u(Dv)}) { st${n} = states[(chunkBase + i) * ${u(Dv)} + x]; }
+    }`).join('\n    ')}
+    if (tx < ${u(W)}) {
+      var acc = 0.0;
+      for (var rr = 0u; rr < 4u; rr++) {
+        let at = ${oB}u + (4u * ty + rr) * ${ST}u + tx / 4u;
+        acc += pool[at][tx % 4u];
+        pool[at][tx % 4u] = acc;
+      }
+    }
+    workgroupBarrier();
+    var above = 0.0;
+    if (tx < ${u(W)}) {
+      for (var sg = 0u; sg < ty; sg++) { above += pool[${oB}u + (4u * sg + 3u) * ${ST}u + tx / 4u][tx % 4u]; }
+    }
+    workgroupBarrier();
+    if (tx < ${u(W)}) {
+      for (var rr = 0u; rr < 4u; rr++) { pool[${oB}u + (4u * ty + rr) * ${ST}u + tx / 4u][tx % 4u] += above; }
+    }
+    workgroupBarrier();
+    // q, k, Qh, Kp; the tables exp(g_p) and exp(g_p - g_{b+1}); S_c's rows i0..i0+W
+    if (lid.x < ${u(CHUNK * CW)}) {
+      let r = sr;
+      let v = sv;
+      let p = r / 16u;
+      let br = ${bAt('r', 'v')};
+      pool[${oQR}u + r * ${ST}u + v] = qv;
+      pool[${oKR}u + r * ${ST}u + v] = kv;
+      pool[${oQ}u + r * ${ST}u + v] = qv * exp(br - ${bAt('16u * p', 'v')});
+      pool[${oK}u + r * ${ST}u + v] = select(vec4<f32>(0.0), kv * exp(${bAt('min(16u * p + 16u, 63u)', 'v')} - br), p < 3u);
+    }
+    if (lid.x < ${u(4 * CW)}) {
+      pool[${oEG}u + lid.x] = exp(${bAt(`16u * (lid.x / ${u(CW)})`, `lid.x % ${u(CW)}`)});
+    } else if (lid.x >= 64u && lid.x < ${u(64 + 6 * CW)}) {
+      let k = (lid.x - 64u) / ${u(CW)};
+      let v = (lid.x - 64u) % ${u(CW)};
+      let p = 1u + u32(k >= 1u) + u32(k >= 3u);
+      let b = k - p * (p - 1u) / 2u;
+      pool[${oW}u + k * ${u(CW)} + v] = exp(${bAt('16u * p', 'v')} - ${bAt('16u * b + 16u', 'v')});
+    }
+    ${SI.map((n) => `if (lid.x + ${u(n * THREADS)} < ${u(W * 4 * V4)}) { let e = lid.x + ${u(n * THREADS)}; pool[${oS}u + e / ${u(4 * V4)} * ${u(V4)} + e % ${u(4 * V4)} / 4u][e % 4u] = st${n}; }`).join('\n    ')}
+    if (kc + 1u < ${u(NC)}) { ${loadDecays('i0 + ' + u(W))} }
+    workgroupBarrier();
+    // O += (q * exp(B)) S_c
+    if (tx < ${u(V4)}) {
+      for (var v = 0u; v < ${u(CW)}; v++) {
+        ${M.map((m) => `let e${m} = pool[${oQ}u + (ty + ${u(16 * m)}) * ${ST}u + v] * pool[${oEG + m * CW}u + v];`).join('\n        ')}
+        ${[0, 1, 2, 3].map((c4) => `{
+          let s = pool[${oS}u + (4u * v + ${u(c4)}) * ${u(V4)} + tx];
+          ${M.map((m) => `o${m} = fma(vec4<f32>(e${m}[${c4}]), s, o${m});`).join(' ')}
+        }`).join('\n        ')}
+      }
+    }
+    // scores
+    if (role == 1u) {
+      for (var v = vlo; v < vhi; v++) {
+        ${M.map((j) => `let q${j} = pool[${oQR}u + (R + ${u(4 * j)}) * ${ST}u + v]; let br${j} = ${bAt(`R + ${u(4 * j)}`, 'v')};`).join('\n        ')}
+        ${M.map((l) => `let k${l} = pool[${oKR}u + (C + ${u(4 * l)}) * ${ST}u + v]; let bs${l} = ${bAt(`C + ${u(4 * l)}`, 'v')};`).join('\n        ')}
+        ${JL.filter(([j, l]) => j >= l).map(([j, l]) => `a${j}${l} += dot(q${j} * k${l}, exp(br${j} - bs${l}));`).join('\n        ')}
+      }
+    } else if (role == 2u) {
+      for (var v = 0u; v < ${u(CW)}; v++) {
+        let w = pool[${oW}u + pair * ${u(CW)} + v];
+        ${M.map((j) => `let q${j} = pool[${oQ}u + (R + ${u(4 * j)}) * ${ST}u + v] * w;`).join('\n        ')}
+        ${M.map((l) => `let k${l} = pool[${oK}u + (C + ${u(4 * l)}) * ${ST}u + v];`).join('\n        ')}
+        ${JL.map(([j, l]) => `a${j}${l} += dot(q${j}, k${l});`).join('\n        ')}
+      }
+    }
+    workgroupBarrier();
+  }
+  // V's loads are issued before the scores are written out, to land meanwhile
+  ${[0, 1].map((half) => VI.map((n) => `var vl${half}_${n} = 0.0;
+  {
+    let e = lid.x + ${u(n * THREADS)};
+    let s = ${u(32 * half)} + e / ${u(4 * V4)};
+    let x = e % ${u(4 * V4)};
+    if (e < ${u(32 * 4 * V4)} && s < rows && x < ${u(Dv)}) { vl${half}_${n} = load_v(rowOf(seq.x, first + s, h) * ${u(Dv)} + x); }
+  }`).join('\n  ')).join('\n  ')}
+  // A^T: pool[s * 16 + t][m] = A[t + 16m, s]; the diagonal blocks' upper entries are 0, their second dim group adds
+  let at = ${oAT}u + C * 16u + ri;
+  if (role == 2u) {
+    ${JL.map(([j, l]) => `pool[at + ${u(64 * l + 4 * j)}][sp] = a${j}${l};`).join('\n    ')}
+  } else if (role == 1u && vlo == 0u) {
+    ${JL.map(([j, l]) => `pool[at + ${u(64 * l + 4 * j)}][sp] = ${j < l ? '0.0' : j === l ? `select(0.0, a${j}${l}, ci <= ri)` : `a${j}${l}`};`).join('\n    ')}
   }
   workgroupBarrier();
-  if (lid.x < ${4 * K4}u) {
-    var acc = 0.0;
-    for (var r = 0u; r < ${CHUNK}u; r++) {
-      acc += cum[r * ${K4}u + lid.x / 4u][lid.x % 4u];
-      cum[r * ${K4}u + lid.x / 4u][lid.x % 4u] = acc;
-    }
+  if (role == 1u && vlo != 0u) {
+    ${JL.filter(([j, l]) => j >= l).map(([j, l]) => `pool[at + ${u(64 * l + 4 * j)}][sp] += ${j === l ? `select(0.0, a${j}${l}, ci <= ri)` : `a${j}${l}`};`).join('\n    ')}
   }
   workgroupBarrier();
-  let r = lid.x / 16u;  // query row within the sub-chunk; also the score's row
-  let g = lid.x % 16u;  // vec4 of value columns; also the score's key row
-  for (var p = 0u; p < ${CHUNK / SUB}u; p++) {
-    let qr = p * ${SUB}u + r;
-    var o = vec4<f32>(0.0);
-    // (q * exp(B_r)) S_c, S_c staged 16 rows at a time in vx
-    ${stage('qx', Dk, K4 + 1, `select(0.0, load_q(rowOf(seq.x, first + ${qRow('rr')}, h) * ${Dk}u + x) * exp(cumAt(${qRow('rr')}, x)), ${qRow('rr')} < rows)`)}
-    for (var i0 = 0u; i0 < ${4 * K4}u; i0 += ${SUB}u) {
-      ${stage('vx', Dv, V4, `select(0.0, states[(chunkBase + i0 + rr) * ${Dv}u + x], i0 + rr < ${Dk}u)`)}
-      workgroupBarrier();
-      for (var ii = 0u; ii < ${SUB}u; ii++) {
-        let i = i0 + ii;
-        if (g < ${V4}u && i < ${4 * K4}u) { o = fma(vec4<f32>(qx[r * ${K4 + 1}u + i / 4u][i % 4u]), vx[ii * ${V4}u + g], o); }
-      }
-      workgroupBarrier();
-    }
-    // q * exp(B_r - g_p), for the sub-chunks before p
-    ${stage('qx', Dk, K4 + 1, `select(0.0, load_q(rowOf(seq.x, first + ${qRow('rr')}, h) * ${Dk}u + x) * exp(cumAt(${qRow('rr')}, x) - cumAt(p * ${SUB}u, x)), ${qRow('rr')} < rows)`)}
-    for (var b = 0u; b <= p; b++) {
-      if (b == p) {
-        ${stage('qx', Dk, K4 + 1, `select(0.0, load_q(rowOf(seq.x, first + ${qRow('rr')}, h) * ${Dk}u + x), ${qRow('rr')} < rows)`)}
-        ${stage('kx', Dk, K4 + 1, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x), b * ${SUB}u + rr < rows)`)}
-      } else {
-        ${stage('kx', Dk, K4 + 1, `select(0.0, load_k(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dk}u + x) * exp(cumAt(p * ${SUB}u, x) - cumAt(b * ${SUB}u + rr, x)), b * ${SUB}u + rr < rows)`)}
-      }
-      ${stage('vx', Dv, V4, `select(0.0, load_v(rowOf(seq.x, first + b * ${SUB}u + rr, h) * ${Dv}u + x), b * ${SUB}u + rr < rows)`)}
-      workgroupBarrier();
-      var a = 0.0;
-      if (b < p) {
-        for (var i = 0u; i < ${K4}u; i++) { a += dot(qx[r * ${K4 + 1}u + i], kx[g * ${K4 + 1}u + i]); }
-      } else if (g <= r) {
-        for (var i = 0u; i < ${K4}u; i++) {
-          a += dot(qx[r * ${K4 + 1}u + i] * kx[g * ${K4 + 1}u + i], exp(cum[qr * ${K4}u + i] - cum[(b * ${SUB}u + g) * ${K4}u + i]));
-        }
-      }
-      att[lid.x] = a;
-      workgroupBarrier();
-      if (g < ${V4}u) {
-        for (var s = 0u; s < ${SUB}u; s++) { o = fma(vec4<f32>(att[r * ${SUB}u + s]), vx[s * ${V4}u + g], o); }
-      }
-      workgroupBarrier();
-    }
-    if (qr < rows) {
-      let row = rowOf(seq.x, first + qr, h);
-      for (var c = 0u; c < 4u; c++) {
-        if (4u * g + c < ${Dv}u) { out[row * ${Dv}u + 4u * g + c] = o[c]; }
-      }
-    }
+  // O += A V, V staged 32 rows at a time; key sub-chunk b feeds rows of sub-chunks m >= b only
+  ${[0, 1].map((half) => `${VI.map((n) => `if (lid.x + ${u(n * THREADS)} < ${u(32 * 4 * V4)}) { let e = lid.x + ${u(n * THREADS)}; pool[${oV}u + e / ${u(4 * V4)} * ${u(V4)} + e % ${u(4 * V4)} / 4u][e % 4u] = vl${half}_${n}; }`).join('\n  ')}
+  workgroupBarrier();
+  if (tx < ${u(V4)}) {
+    ${[2 * half, 2 * half + 1].map((b) => `for (var ss = 0u; ss < 16u; ss++) {
+      let a = pool[${oAT}u + (${u(16 * b)} + ss) * 16u + ty];
+      let vv = pool[${oV}u + (${u(16 * (b - 2 * half))} + ss) * ${u(V4)} + tx];
+      ${M.filter((m) => m >= b).map((m) => `o${m} = fma(vec4<f32>(a[${m}]), vv, o${m});`).join(' ')}
+    }`).join('\n    ')}
+  }
+  workgroupBarrier();`).join('\n  ')}
+  if (tx < ${u(V4)}) {
+    ${M.map((m) => `if (ty + ${u(16 * m)} < rows) {
+      let row = rowOf(seq.x, first + ty + ${u(16 * m)}, h) * ${u(Dv)} + 4u * tx;
+      for (var c4 = 0u; c4 < 4u; c4++) { if (4u * tx + c4 < ${u(Dv)}) { out[row + c4] = o${m}[c4]; } }
+    }`).join('\n    ')}
   }`,
     });
   });

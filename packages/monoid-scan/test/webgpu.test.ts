@@ -66,6 +66,19 @@ describe.runIf(gpu)('monoid scan on WebGPU == the CPU recurrence', () => {
     await expectSame(await monoidScan(wide, { mode: 'recurrent' }), await monoidScan(await onGpu(wide, g), { mode: 'chunk' }), 'Dk=Dv=64');
   });
 
+  // the output kernel takes the key dims 16 at a time (4 vec4s; fewer when Dk <= 12), padding the last pass,
+  // and splits the diagonal blocks' dims over two thread groups: odd and uneven passes, both decay shapes
+  it.each([
+    [37, 19, 'vector-logsigmoid', 2],
+    [10, 64, 'vector-logsigmoid', -4],
+    [20, 3, 'scalar', 2],
+    [64, 33, 'scalar', -4],
+  ] as const)('chunk kernel, Dk = %i, Dv = %i, %s decay, bias %i, partial last chunk', async (Dk, Dv, variant, bias) => {
+    const x = inputs(1, 150, 2, Dk, Dv, variant, Dk + Dv, bias);
+    const ref = await monoidScan(x, { mode: 'recurrent' });
+    await expectSame(ref, await monoidScan(await onGpu(x, g), { mode: 'chunk' }), `Dk=${Dk} Dv=${Dv} ${variant}`);
+  });
+
   it('packed sequences (cuSeqlens) with an empty one, from their own initial states', async () => {
     const cuSeqlens = [0, 3, 3, 70, 200];
     const x = inputs(1, 200, 2, 6, 4, 'vector-logsigmoid', 13);
