@@ -10,7 +10,7 @@
  */
 export { type Backend, type BackendFactory, debug, getBackend, liveBackends, registerBackend, registeredBackends, trackBackend, unregisterBackend, untrackBackend } from './backend.js';
 export { cpu, POISON } from './cpu/backend.js';
-export { cpuStorage, cpuValues } from './cpu/kernels.js';
+export { cpuStorage, cpuValues, registerCpuMap } from './cpu/kernels.js';
 export {
   type DataArray,
   type DType,

@@ -2,26 +2,16 @@
  * Kernels of 'monoidLogDecay' (./decay.ts) on the CPU (float64) and WebGPU (f32), registered on import.
  * Both compute logsigmoid(s) = min(s, 0) - log1p(exp(-|s|)) with s = sign * z: every exp argument is <= 0.
  */
-import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
+import { type Tensor, empty, registerCpuMap, registerKernel } from '@phalanx/core';
 import { type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
 import type { LogDecayAttrs } from './decay.js';
 
 const WG = 256;
 
-registerKernel({
-  op: 'monoidLogDecay',
-  backend: 'cpu',
-  fn: ([z]: Tensor[], { sign, floor }: LogDecayAttrs) => {
-    const out = empty(z!.shape, { backend: cpu });
-    const o = cpuStorage(out);
-    const x = cpuValues(z!);
-    for (let i = 0; i < o.length; i++) {
-      const s = sign * x[i]!;
-      const v = Math.min(s, 0) - Math.log1p(Math.exp(-Math.abs(s)));
-      o[i] = floor === null ? v : Math.max(v, floor);
-    }
-    return out;
-  },
+registerCpuMap<LogDecayAttrs>('monoidLogDecay', ([z], i, { sign, floor }) => {
+  const s = sign * z![i]!;
+  const v = Math.min(s, 0) - Math.log1p(Math.exp(-Math.abs(s)));
+  return floor === null ? v : Math.max(v, floor);
 });
 
 // WGSL has no log1p, and its log is only accurate to 2^-21 absolute near 1, while log a of a decay near 1 is

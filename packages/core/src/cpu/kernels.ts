@@ -14,6 +14,24 @@ export function cpuValues(t: Tensor): ArrayLike<number> {
   return storageToData(t.dtype, cpuStorage(t));
 }
 
+/**
+ * Registers an elementwise CPU kernel: out[i] = f(values, i, attrs), where values are the inputs as numbers
+ * (f16/bf16 decoded), written as f32 in the shape of input 0 unless `shape` says otherwise.
+ */
+export function registerCpuMap<A>(op: string, f: (values: ArrayLike<number>[], i: number, attrs: A) => number, shape = (inputs: Tensor[], _attrs: A): readonly number[] => inputs[0]!.shape): void {
+  registerKernel({
+    op,
+    backend: 'cpu',
+    fn: (inputs: Tensor[], attrs: A) => {
+      const out = empty(shape(inputs, attrs), { backend: cpu });
+      const o = cpuStorage(out);
+      const values = inputs.map(cpuValues);
+      for (let i = 0; i < o.length; i++) o[i] = f(values, i, attrs);
+      return out;
+    },
+  });
+}
+
 function binary(combine: (x: number, y: number) => number, intCombine: (x: number, y: number) => number) {
   return ([a, b]: Tensor[], attrs: BinaryAttrs) => {
     const out = empty(attrs.outShape, { dtype: attrs.outDType, backend: cpu });
@@ -71,17 +89,7 @@ function castValue(from: DType, to: DType, v: number): number {
 // Registered on import (the package lists this file under sideEffects).
 registerKernel({ op: 'add', backend: 'cpu', fn: binary((x, y) => x + y, (x, y) => x + y) });
 registerKernel({ op: 'mul', backend: 'cpu', fn: binary((x, y) => x * y, Math.imul) });
-registerKernel({
-  op: 'scale',
-  backend: 'cpu',
-  fn: ([x]: Tensor[], { scale, bias }: ScaleAttrs) => {
-    const out = empty(x!.shape, { backend: cpu });
-    const o = cpuStorage(out);
-    const v = cpuValues(x!);
-    for (let i = 0; i < o.length; i++) o[i] = v[i]! * scale + bias;
-    return out;
-  },
-});
+registerCpuMap<ScaleAttrs>('scale', ([v], i, { scale, bias }) => v![i]! * scale + bias);
 registerKernel({
   op: 'copy',
   backend: 'cpu',

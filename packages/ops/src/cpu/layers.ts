@@ -1,5 +1,5 @@
 /** CPU kernels of the layers in ../layers.ts: the plain math, accumulated in float64. */
-import { type StorageArray, type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
+import { type StorageArray, type Tensor, cpu, cpuStorage, cpuValues, empty, registerCpuMap, registerKernel } from '@phalanx/core';
 import { geluErf64, silu64 } from '../activations.js';
 import type { CrossEntropyAttrs, EmbeddingAttrs, GeluAttrs, LayerNormAttrs, LerpAttrs, MixAttrs, RmsNormAttrs, RowAttrs, SoftcapAttrs, XieluCoefficients } from '../layers.js';
 
@@ -27,21 +27,6 @@ function rows<A extends RowAttrs>(op: string, row: (values: Values[], base: numb
       const o = cpuStorage(out);
       const values = inputs.map(cpuValues);
       for (let r = 0; r < attrs.rows; r++) row(values, r * attrs.d, o, r, attrs);
-      return out;
-    },
-  });
-}
-
-/** Registers an elementwise kernel: out[i] = f(values, i, attrs), in the shape of input 0 unless `shape` says otherwise. */
-function map<A>(op: string, f: (values: Values[], i: number, attrs: A) => number, shape = (inputs: Tensor[], _attrs: A): readonly number[] => inputs[0]!.shape): void {
-  registerKernel({
-    op,
-    backend: 'cpu',
-    fn: (inputs: Tensor[], attrs: A) => {
-      const out = empty(shape(inputs, attrs), { backend: cpu });
-      const o = cpuStorage(out);
-      const values = inputs.map(cpuValues);
-      for (let i = 0; i < o.length; i++) o[i] = f(values, i, attrs);
       return out;
     },
   });
@@ -82,7 +67,7 @@ rows<CrossEntropyAttrs>('crossEntropy', ([x, targets], base, o, r, { d, ignoreIn
   o[r] = t === ignoreIndex ? 0 : t >= 0 && t < d ? logSumExp(x!, base, d) - x![base + t]! : NaN;
 });
 
-map<EmbeddingAttrs>(
+registerCpuMap<EmbeddingAttrs>(
   'embedding',
   ([w, ids], i, { vocab, d }) => {
     const id = ids![Math.floor(i / d)]!;
@@ -90,17 +75,17 @@ map<EmbeddingAttrs>(
   },
   (_inputs, { outShape }) => outShape,
 );
-map('silu', ([x], i) => silu64(x![i]!));
-map<GeluAttrs>('gelu', ([x], i, { approximate }) => {
+registerCpuMap('silu', ([x], i) => silu64(x![i]!));
+registerCpuMap<GeluAttrs>('gelu', ([x], i, { approximate }) => {
   const v = x![i]!;
   if (approximate === 'tanh') return 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
   return geluErf64(v);
 });
-map('swiglu', ([gate, up], i) => silu64(gate![i]!) * up![i]!);
-map<XieluCoefficients>('xielu', ([x], i, { ap, an, bp, bn }) => {
+registerCpuMap('swiglu', ([gate, up], i) => silu64(gate![i]!) * up![i]!);
+registerCpuMap<XieluCoefficients>('xielu', ([x], i, { ap, an, bp, bn }) => {
   const u = x![i]!;
   return u > 0 ? ap * u * u + bp * u : an * u * u + bn * u;
 });
-map<SoftcapAttrs>('softcap', ([x], i, { cap }) => cap * Math.tanh(x![i]! / cap));
-map<LerpAttrs>('lerp', ([a, b], i, { t }) => a![i]! + t * (b![i]! - a![i]!));
-map<MixAttrs>('mix', ([a, b, wa, wb], i, { d }) => wa![i % d]! * a![i]! + wb![i % d]! * b![i]!);
+registerCpuMap<SoftcapAttrs>('softcap', ([x], i, { cap }) => cap * Math.tanh(x![i]! / cap));
+registerCpuMap<LerpAttrs>('lerp', ([a, b], i, { t }) => a![i]! + t * (b![i]! - a![i]!));
+registerCpuMap<MixAttrs>('mix', ([a, b, wa, wb], i, { d }) => wa![i % d]! * a![i]! + wb![i % d]! * b![i]!);
