@@ -18,7 +18,7 @@ import {
 import { type AdapterDescription, type DeviceRequest, openDevice } from './device.js';
 import { BufferPool, type PooledBuffer, sizeClass } from './pool.js';
 import { Profiler, type ProfileMode, type ProfileReport } from './profiler.js';
-import { type Program, gpuByteSize, uniformLayout, wgslStorageType } from './wgsl.js';
+import { type Program, gpuByteSize, wgslStorageType } from './wgsl.js';
 
 export interface WebGPUBackendOptions extends DeviceRequest {
   /** Compute passes recorded before a submit. Short submits keep some drivers (dawn.node on NVIDIA) stable. Default 16. */
@@ -341,7 +341,7 @@ export class WebGPUBackend implements Backend {
 
   /** Uniform buffers are immutable and cached by content, so repeated dispatches (decode loops) reuse them and their bind groups. */
   private uniformBuffer(program: Program, values: Record<string, number | readonly number[]>): PooledBuffer {
-    const layout = uniformLayout(program.uniforms);
+    const layout = program.uniformLayout;
     const data = new ArrayBuffer(layout.size);
     const views = { u32: new Uint32Array(data), i32: new Int32Array(data), f32: new Float32Array(data) };
     for (const f of layout.fields) {

@@ -22,7 +22,7 @@ export { type AdapterDescription, NO_ADAPTER_HELP, requestGPU } from './device.j
 export { cached } from './kernels/elementwise.js';
 export { sizeClass } from './pool.js';
 export { type GpuTiming, type KernelTime, type ProfileMode, type ProfileReport, type Timing, measure, median, timeOnGpu } from './profiler.js';
-export { type Program, type ProgramSpec, type UniformType, HALF_HELPERS, gpuByteSize, grid1d, program, uniformLayout, wgslStorageType } from './wgsl.js';
+export { type Program, type ProgramSpec, type UniformLayout, type UniformType, HALF_HELPERS, gpuByteSize, grid1d, program, uniformLayout, wgslStorageType } from './wgsl.js';
 
 let available: Promise<boolean> | undefined;
 

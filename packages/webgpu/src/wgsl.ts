@@ -43,6 +43,8 @@ export interface Program {
   readonly inputs: readonly [string, DType][];
   readonly outputs: readonly [string, DType][];
   readonly uniforms: readonly [string, UniformType][];
+  /** Where each uniform goes in the uniform buffer, worked out once per program (dispatches reuse it). */
+  readonly uniformLayout: UniformLayout;
   /** Invocations per workgroup along x (the stride of `idx` rows). */
   readonly workgroupSize: [number, number, number];
 }
@@ -135,7 +137,12 @@ const UNIFORM_LAYOUT: Record<string, { size: number; align: number }> = {
 };
 
 /** Byte offset, size and element kind of each uniform field under WGSL's uniform layout rules. */
-export function uniformLayout(uniforms: readonly [string, UniformType][]): { fields: { name: string; offset: number; kind: 'u32' | 'i32' | 'f32'; count: number }[]; size: number } {
+export interface UniformLayout {
+  fields: { name: string; offset: number; kind: 'u32' | 'i32' | 'f32'; count: number }[];
+  size: number;
+}
+
+export function uniformLayout(uniforms: readonly [string, UniformType][]): UniformLayout {
   let offset = 0;
   const fields = uniforms.map(([name, type]) => {
     const array = /^array<vec4<(u32|i32|f32)>, (\d+)>$/.exec(type);
@@ -183,7 +190,7 @@ export function program(spec: ProgramSpec): Program {
     spec.main,
     `}`,
   );
-  return { name: spec.name, code: lines.join('\n'), inputs, outputs, uniforms, workgroupSize: wg };
+  return { name: spec.name, code: lines.join('\n'), inputs, outputs, uniforms, uniformLayout: uniformLayout(uniforms), workgroupSize: wg };
 }
 
 /** A 2-D grid of workgroups covering `invocations` along `idx` without exceeding the per-dimension limit. */
