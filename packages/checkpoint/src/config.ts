@@ -50,6 +50,8 @@ export interface LlamaConfig extends LlamaLike {
 /** Spartacus (model_type "monoid"): Llama geometry, full multi-head attention, no positional encoding. */
 export interface SpartacusConfig extends LlamaLike {
   preset: 'spartacus';
+  /** `decay_variant` (spec 1.3.1); absent: read from the weights (decay_proj's shape and bias sign). */
+  decayVariant: 'scalar-logsigmoid' | 'vector-neg-softplus' | 'vector-logsigmoid' | undefined;
 }
 
 /** NanoHammer: a Llama base plus a per-layer state stream of `stateDim` = `numStateHeads` x state head dim. */
@@ -59,6 +61,16 @@ export interface NanoHammerConfig extends LlamaLike {
   rope: RopeConfig;
   stateDim: number;
   numStateHeads: number;
+  /** How the state is read as complex numbers (`holographic_pairing`, default interleaved: view_as_complex). */
+  holographicPairing: 'interleaved' | 'half';
+  /** Dims per rotation block (`holographic_width`, default stateDim / numStateHeads). */
+  holographicWidth: number;
+  holographicBase: number;
+  holographicNormalize: 'none' | 'mean' | 'sqrt';
+  stateCellSteps: number;
+  stateCellNorm: 'layer' | 'rms';
+  stateCellActivation: 'gelu' | 'silu';
+  stateCellEps: number;
 }
 
 /** Parcae (parameter-golf #1728): the script's knobs under Hugging Face names where one exists. */
@@ -81,6 +93,12 @@ export interface ParcaeConfig extends Common {
   xsaLastN: number;
   attnOutGateWidth: number;
   smearGateWidth: number;
+  /** xIELU's per-layer coefficients (`xielu_coefficients` rows [a_p, a_n, b_p, b_n]); undefined: the golf table (11 layers, @phalanx/ops XIELU_GOLF_COEFFICIENTS). */
+  xieluCoefficients: { ap: number; an: number; bp: number; bn: number }[] | undefined;
+  /** Of the weightless RMSNorms (default finfo(float32).eps, torch's F.rms_norm(eps=None) on f32). */
+  rmsNormEps: number;
+  /** Reset the SmearGate at document starts (`smear_gate_reset`, the #1851 fix; default false as in #1728). */
+  smearGateReset: boolean;
 }
 
 export type ModelConfig = LlamaConfig | SpartacusConfig | NanoHammerConfig | ParcaeConfig;
@@ -134,7 +152,8 @@ export function parseConfig(json: unknown, options: { file?: string; preset?: Pr
       // Monoid attention has one state per query head: grouped KV heads would not fit it.
       const kv = f.optional('num_key_value_heads', 'a positive integer', isPositiveInt) as number | undefined;
       if (kv !== undefined && kv !== base.numAttentionHeads) throw new ConfigError(file, 'num_key_value_heads', `${kv}, but monoid attention needs one per head (${base.numAttentionHeads})`);
-      return f.finish({ preset, ...base });
+      const decayVariant = f.optional('decay_variant', "'scalar-logsigmoid', 'vector-neg-softplus' or 'vector-logsigmoid'", (v) => ['scalar-logsigmoid', 'vector-neg-softplus', 'vector-logsigmoid'].includes(v as string)) as SpartacusConfig['decayVariant'];
+      return f.finish({ preset, ...base, decayVariant });
     }
     case 'nanohammer': {
       const llama = llamaLike(f);
@@ -142,7 +161,22 @@ export function parseConfig(json: unknown, options: { file?: string; preset?: Pr
       const stateDim = f.int('state_dim', 512);
       const numStateHeads = f.int('num_state_heads', 16);
       if (stateDim % numStateHeads !== 0) throw new ConfigError(file, 'num_state_heads', `${numStateHeads} heads do not divide state_dim ${stateDim}`);
-      return f.finish({ preset, ...base, stateDim, numStateHeads });
+      const holographicWidth = f.int('holographic_width', stateDim / numStateHeads);
+      if (holographicWidth % 2 !== 0 || stateDim % holographicWidth !== 0) throw new ConfigError(file, 'holographic_width', `${holographicWidth} must be even and divide state_dim ${stateDim}`);
+      return f.finish({
+        preset,
+        ...base,
+        stateDim,
+        numStateHeads,
+        holographicPairing: f.choice('holographic_pairing', ['interleaved', 'half'] as const, 'interleaved'),
+        holographicWidth,
+        holographicBase: f.positive('holographic_base', 10000),
+        holographicNormalize: f.choice('holographic_normalize', ['none', 'mean', 'sqrt'] as const, 'none'),
+        stateCellSteps: f.int('state_cell_steps', 1, 0),
+        stateCellNorm: f.choice('state_cell_norm', ['layer', 'rms'] as const, 'layer'),
+        stateCellActivation: f.choice('state_cell_activation', ['gelu', 'silu'] as const, 'gelu'),
+        stateCellEps: f.positive('state_cell_eps', 1e-5),
+      });
     }
     case 'parcae':
       return f.finish(parcae(f));
@@ -274,8 +308,23 @@ function parcae(f: Fields): Omit<ParcaeConfig, 'extra' | 'warnings'> {
     xsaLastN: layerIndex('xsa_last_n', L, L),
     attnOutGateWidth: gateWidth('attn_out_gate_width'),
     smearGateWidth: gateWidth('smear_gate_width'),
+    xieluCoefficients: xielu(f, L),
+    rmsNormEps: f.positive('rms_norm_eps', 1.1920928955078125e-7),
+    smearGateReset: f.bool('smear_gate_reset', false),
   };
 }
+
+/** `xielu_coefficients`: one [a_p, a_n, b_p, b_n] per layer; absent means the golf table, which has 11 layers. */
+function xielu(f: Fields, L: number): ParcaeConfig['xieluCoefficients'] {
+  const ok = (v: unknown) => Array.isArray(v) && v.length === L && v.every((r) => Array.isArray(r) && r.length === 4 && r.every((x) => typeof x === 'number' && Number.isFinite(x)));
+  const rows = f.optional('xielu_coefficients', `a list of ${L} [a_p, a_n, b_p, b_n] rows (one per layer)`, ok) as number[][] | undefined;
+  if (rows) return rows.map(([ap, an, bp, bn]) => ({ ap: ap!, an: an!, bp: bp!, bn: bn! }));
+  if (L !== GOLF_LAYERS) throw new ConfigError(f.file, 'xielu_coefficients', `missing: required unless num_hidden_layers is ${GOLF_LAYERS} (the golf table); expected ${L} [a_p, a_n, b_p, b_n] rows`);
+  return undefined;
+}
+
+/** Layers of the golf record, whose xIELU table (@phalanx/ops XIELU_GOLF_COEFFICIENTS) is the default. */
+const GOLF_LAYERS = 11;
 
 const isString = (v: unknown) => typeof v === 'string';
 const isPositive = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v > 0;
@@ -330,6 +379,11 @@ class Fields {
 
   string(field: string, fallback: string): string {
     return this.get(field, 'a string', isString, fallback);
+  }
+
+  /** One of `allowed` (strings). */
+  choice<T extends string>(field: string, allowed: readonly T[], fallback: T): T {
+    return this.get(field, allowed.map((a) => `'${a}'`).join(' or '), (v) => allowed.includes(v as T), fallback);
   }
 
   intList(field: string, fallback: number[]): number[] {

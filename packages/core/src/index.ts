@@ -36,5 +36,6 @@ export { type CloseOptions, type CloseReport, assertClose, compareClose, relativ
 export { type BinaryAttrs, type CastAttrs, type ScaleAttrs, type SumAttrs, CAST_TARGETS, add, arithmeticDType, cast, copy, mul, scale, sum } from './ops.js';
 export { Rng } from './rng.js';
 export { hillisSteele } from './scan.js';
+export { Scratch } from './scratch.js';
 export { type Shape, broadcastShapes, broadcastStrides, formatShape, normAxis, sameShape, sizeOf, stridesOf } from './shape.js';
 export { type RandomOptions, type TensorOptions, Tensor, assertFloat, empty, full, rand, randn, tensor, zeros } from './tensor.js';

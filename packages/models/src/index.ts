@@ -1,16 +1,23 @@
 /**
- * @phalanx/models: Model presets (spartacus, nanohammer, parcae, llama): loading, tokenizer, chat template, generation and scoring.
- *
- * So far: the text layer. Tokenizers from a checkpoint's tokenizer.json (run by @huggingface/tokenizers), chat
- * templates (rendered by @huggingface/jinja), streaming detokenization and stop strings.
+ * @phalanx/models: model presets (spartacus, nanohammer, parcae, llama) assembled from the mechanism
+ * packages; loading Hugging Face-style checkpoints, generation, scoring, tokenizers (@huggingface/tokenizers)
+ * and chat templates (@huggingface/jinja).
  *
  * @example
- * import { loadTokenizer, createTextStream, findStop } from '@phalanx/models';
- * const tok = await loadTokenizer('Llama-3.2-1B-Instruct');
- * const ids = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'Hi' }], { addGenerationPrompt: true }), { addSpecialTokens: false });
- * const stream = createTextStream(tok);
- * stream.push(someId); // newly completed text
+ * import { loadModel } from '@phalanx/models';
+ * const model = await loadModel('path/to/checkpoint', { backend: 'auto' });
+ * const generation = model.generate({ prompt: 'The jury said', maxNewTokens: 40, temperature: 0.8, seed: 1 });
+ * for await (const { text } of generation) process.stdout.write(text);
+ * console.log((await generation.summary).decodeTokensPerSecond);
+ * const { bitsPerByte } = await model.score(someText, { window: 256, stride: 128 });
+ * model.dispose();
  */
+export { type GenerateOptions, type GenerateSummary, type TokenEvent, Generation } from './generate.js';
+export { type LoadModelOptions, loadModel } from './load.js';
+export { Model } from './model.js';
+export { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, Weights } from './network.js';
+export { PRESETS } from './presets/index.js';
+export { type ScoreOptions, type ScoreResult, slidingWindows } from './score.js';
 export {
   type ChatMessage,
   type ChatTemplateOptions,

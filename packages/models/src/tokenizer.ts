@@ -72,6 +72,10 @@ export class Tokenizer {
   private readonly templateTokens: Record<string, string> = {};
   private readonly templates = new Map<string, Template>();
   private readonly templateFile: string;
+  /** Each id's bytes (see tokenBytes), worked out on first use. */
+  private byteCounts: Int32Array | undefined;
+  private readonly byteLevel: boolean;
+  private readonly specialIds: Set<number>;
 
   /** `dir` only names the files in errors. */
   constructor(files: TokenizerFiles, dir = '.') {
@@ -88,6 +92,11 @@ export class Tokenizer {
     } catch (e) {
       throw new CheckpointError(tokFile, `the tokenizer runtime refused it: ${(e as Error).message}`, { cause: e });
     }
+
+    const isByteLevel = (part: unknown) => (part as { type?: unknown } | null)?.type === 'ByteLevel';
+    const decoder = tokenizer.decoder as { type?: unknown; decoders?: unknown[] } | null | undefined;
+    this.byteLevel = isByteLevel(decoder) || (Array.isArray(decoder?.decoders) && decoder.decoders.some(isByteLevel));
+    this.specialIds = new Set(((tokenizer.added_tokens ?? []) as { id: number; special?: boolean }[]).filter((t) => t.special).map((t) => t.id));
 
     let maxId = -1;
     for (const id of this.hf.get_vocab(true).values()) maxId = Math.max(maxId, id); // a loop: 128k spread arguments overflow the stack
@@ -145,6 +154,26 @@ export class Tokenizer {
     if (bad >= 0) throw new InputError(`token id ${ids[bad]} at position ${bad} is outside the vocabulary (size ${this.vocabSize})`);
     if (ids.length === 0) return ''; // the runtime refuses an empty list
     return this.hf.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false, clean_up_tokenization_spaces: options.cleanUpSpaces });
+  }
+
+  /**
+   * UTF-8 bytes of text that token `id` stands for, the denominator of bits per byte: 0 for special tokens;
+   * for a byte-level BPE one byte per character of the token (each character is one byte); otherwise 1 for a
+   * byte-fallback token <0xNN>, else the UTF-8 length of the piece with the SentencePiece space mark as a space.
+   */
+  tokenBytes(id: number): number {
+    if (!this.byteCounts) {
+      const utf8 = new TextEncoder();
+      this.byteCounts = new Int32Array(this.vocabSize);
+      for (let i = 0; i < this.vocabSize; i++) {
+        const piece = this.hf.id_to_token(i);
+        if (piece === undefined || this.specialIds.has(i)) continue;
+        if (this.byteLevel) this.byteCounts[i] = piece.length;
+        else this.byteCounts[i] = /^<0x[0-9A-Fa-f]{2}>$/.test(piece) ? 1 : utf8.encode(piece.replaceAll('\u2581', ' ')).length;
+      }
+    }
+    if (!Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize) throw new InputError(`token id ${id} is outside the vocabulary (size ${this.vocabSize})`);
+    return this.byteCounts[id]!;
   }
 
   idToToken(id: number): string | undefined {

@@ -14,7 +14,7 @@
  * const next = await attn.step(state, xt);                   // xt [B, 2048]: one token per sequence
  * state.dispose();                                           // step returns a new state
  */
-import { ConfigError, InputError, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, scale, zeros } from '@phalanx/core';
+import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, scale, zeros } from '@phalanx/core';
 import { linear, rmsNorm, silu } from '@phalanx/ops';
 import { DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, logDecay } from './decay.js';
 import { type MonoidScanOptions, monoidScan, monoidStep } from './index.js';
@@ -71,21 +71,6 @@ export interface MonoidAttentionResult {
   output: Tensor;
   /** [B, H, Dk, Dk] (or [N, ...] with cuSeqlens), f32: the state after each sequence's last token. */
   state: Tensor;
-}
-
-/** The tensors one call makes, disposed together when it ends (GPU memory is not garbage-collected). */
-class Scratch {
-  private readonly tensors: Tensor[] = [];
-
-  async keep(t: Tensor | Promise<Tensor>): Promise<Tensor> {
-    const r = await t;
-    this.tensors.push(r);
-    return r;
-  }
-
-  dispose(): void {
-    for (const t of this.tensors) t.dispose();
-  }
 }
 
 const OP = 'MonoidAttention';

@@ -1,0 +1,192 @@
+import { InputError, Rng } from '@phalanx/core';
+import { sample } from '@phalanx/ops';
+import type { Network } from './network.js';
+import { createTextStream, findStop } from './text-stream.js';
+import type { ChatMessage, Tokenizer } from './tokenizer.js';
+
+export interface GenerateOptions {
+  /** The prompt as ids (one sequence). One of inputIds, prompt, messages. */
+  inputIds?: number[];
+  /** The prompt as text (encoded with the tokenizer's special tokens, e.g. BOS). */
+  prompt?: string;
+  /** A chat, rendered with the checkpoint's chat template and a generation prompt. */
+  messages?: ChatMessage[];
+  /** Default 64. 0 runs the prefill only. */
+  maxNewTokens?: number;
+  /** 0 is greedy. Default 1. */
+  temperature?: number;
+  /** 0 turns it off. Default 0. */
+  topK?: number;
+  /** 1 turns it off. Default 1. */
+  topP?: number;
+  /** Seeds the sampler: the same seed gives the same tokens. Default: a random seed. */
+  seed?: number;
+  /** Stop strings: generation ends before the first one (it is not included in the text). */
+  stop?: string[];
+  /** Ids that end generation (not emitted). Default: the tokenizer's, else the config's eos ids. */
+  eosTokenIds?: number[];
+  /** Aborting ends generation after the current token; the summary says 'abort'. */
+  signal?: AbortSignal;
+}
+
+export interface TokenEvent {
+  tokenId: number;
+  /** The text this token completes (may be empty while a multi-byte character is incomplete). */
+  text: string;
+}
+
+export interface GenerateSummary {
+  promptTokens: number;
+  /** The new ids, eos excluded. */
+  tokenIds: number[];
+  text: string;
+  stopReason: 'eos' | 'stop' | 'length' | 'abort';
+  prefillMs: number;
+  decodeMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  /** Bytes of the decode state at the end (KV caches, recurrent states). */
+  stateBytes: number;
+}
+
+/**
+ * A running generation: iterate it for tokens (`for await (const { text } of model.generate(...))`); the
+ * summary resolves when it ends. Iterating it twice is refused.
+ */
+export class Generation implements AsyncIterable<TokenEvent> {
+  readonly summary: Promise<GenerateSummary>;
+  private resolve!: (s: GenerateSummary) => void;
+  private reject!: (e: unknown) => void;
+  private started = false;
+
+  constructor(private readonly run: () => AsyncGenerator<TokenEvent, GenerateSummary>) {
+    this.summary = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.summary.catch(() => {}); // the iterator rethrows; an unread summary must not be an unhandled rejection
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<TokenEvent, GenerateSummary> {
+    if (this.started) throw new InputError('generate: this generation was already iterated');
+    this.started = true;
+    try {
+      const summary = yield* this.run();
+      this.resolve(summary);
+      return summary;
+    } catch (e) {
+      this.reject(e);
+      throw e;
+    }
+  }
+
+  /** Runs to the end without looking at the tokens. */
+  async complete(): Promise<GenerateSummary> {
+    for await (const _ of this) {
+      // the summary holds the text
+    }
+    return this.summary;
+  }
+}
+
+/** The prompt ids of `options`: exactly one of inputIds, prompt, messages. */
+export function promptIds(options: GenerateOptions, tokenizer: Tokenizer | null): number[] {
+  const given = (['inputIds', 'prompt', 'messages'] as const).filter((k) => options[k] !== undefined);
+  if (given.length !== 1) throw new InputError(`generate: pass exactly one of inputIds, prompt, messages (got ${given.length ? given.join(', ') : 'none'})`);
+  if (options.inputIds) return options.inputIds;
+  if (!tokenizer) throw new InputError(`generate: this checkpoint has no tokenizer (tokenizer.json), so pass inputIds instead of ${given[0]}`);
+  if (options.prompt !== undefined) return tokenizer.encode(options.prompt);
+  const text = tokenizer.applyChatTemplate(options.messages!, { addGenerationPrompt: true });
+  return tokenizer.encode(text, { addSpecialTokens: false }); // the template writes the special tokens itself
+}
+
+/** Prefill, then one token at a time from the network's decode state. */
+export async function* generateTokens(
+  network: Network,
+  tokenizer: Tokenizer | null,
+  defaultEos: number[],
+  maxContext: number,
+  options: GenerateOptions,
+): AsyncGenerator<TokenEvent, GenerateSummary> {
+  const ids = promptIds(options, tokenizer);
+  const { maxNewTokens = 64, temperature = 1, topK = 0, topP = 1, stop = [], signal } = options;
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new InputError(`generate: maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
+  if (ids.length === 0) throw new InputError('generate: the prompt is empty; it needs at least one token (e.g. BOS)');
+  if (ids.length + maxNewTokens > maxContext) {
+    throw new InputError(`generate: prompt (${ids.length} tokens) + maxNewTokens (${maxNewTokens}) exceeds the model's context of ${maxContext} tokens`);
+  }
+  if (stop.length > 0 && !tokenizer) throw new InputError('generate: stop strings need a tokenizer to turn tokens into text');
+  const eos = new Set(options.eosTokenIds ?? (tokenizer?.eos.length ? tokenizer.eos : defaultEos));
+  const rng = new Rng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const stream = tokenizer && createTextStream(tokenizer);
+
+  const state = network.createState(1, ids.length + maxNewTokens);
+  const tokenIds: number[] = [];
+  let text = '';
+  let pending = '';
+  let stopReason: GenerateSummary['stopReason'] = 'length';
+  let prefillMs = 0;
+  const decodeStart = { t: 0 };
+  try {
+    const t0 = performance.now();
+    let logits = await network.forward([ids], { state, lastOnly: true });
+    let next: number;
+    try {
+      next = (await sample(logits.reshape([1, -1]), { temperature, topK, topP, rng }))[0]!;
+    } finally {
+      logits.dispose();
+    }
+    prefillMs = performance.now() - t0;
+    decodeStart.t = performance.now();
+    while (true) {
+      if (signal?.aborted) {
+        stopReason = 'abort';
+        break;
+      }
+      if (tokenIds.length >= maxNewTokens) break;
+      if (eos.has(next)) {
+        stopReason = 'eos';
+        break;
+      }
+      tokenIds.push(next);
+      // text held back by findStop may still turn into a stop string with the next token
+      const check = findStop(pending + (stream ? stream.push(next) : ''), stop);
+      text += check.text;
+      pending = check.held;
+      yield { tokenId: next, text: check.text };
+      if (check.stop !== undefined) {
+        stopReason = 'stop';
+        break;
+      }
+      if (tokenIds.length >= maxNewTokens) break; // no forward for a token nobody will read
+      logits = await network.forward([[next]], { state, lastOnly: true });
+      try {
+        next = (await sample(logits.reshape([1, -1]), { temperature, topK, topP, rng }))[0]!;
+      } finally {
+        logits.dispose();
+      }
+    }
+    if (stream && stopReason !== 'stop') {
+      const rest = pending + stream.flush();
+      if (rest) {
+        text += rest;
+        yield { tokenId: tokenIds.at(-1) ?? -1, text: rest };
+      }
+    }
+    const decodeMs = performance.now() - decodeStart.t;
+    const decoded = Math.max(tokenIds.length - 1, 0); // the first new token came from the prefill
+    return {
+      promptTokens: ids.length,
+      tokenIds,
+      text,
+      stopReason,
+      prefillMs,
+      decodeMs,
+      prefillTokensPerSecond: ids.length / (prefillMs / 1000),
+      decodeTokensPerSecond: decoded > 0 ? decoded / (decodeMs / 1000) : 0,
+      stateBytes: state.bytes,
+    };
+  } finally {
+    state.dispose();
+  }
+}

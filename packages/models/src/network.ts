@@ -1,0 +1,112 @@
+import type { ExpectedTensor, ModelConfig } from '@phalanx/checkpoint';
+import { type Backend, CheckpointError, InputError, type Tensor, bytesPerElement } from '@phalanx/core';
+
+/**
+ * What a preset keeps between calls for its sequences: recurrent states, KV caches, the last token's
+ * features. Made by `Network.createState`, advanced in place by `Network.forward`.
+ */
+export interface DecodeState {
+  /** Sequences decoded side by side. */
+  readonly batch: number;
+  /** Tokens each sequence has consumed. */
+  position: number;
+  /** Bytes of GPU/CPU memory the state holds now: constant in the context length for monoid and holographic states. */
+  readonly bytes: number;
+  dispose(): void;
+}
+
+export interface NetworkForwardOptions {
+  /** Continue these sequences (updated in place). Without it, the ids are whole sequences from position 0. */
+  state?: DecodeState;
+  /** Logits of the last position only ([B, 1, V]): what generation needs, without the head's cost for every position. */
+  lastOnly?: boolean;
+}
+
+/**
+ * A preset's network on one backend: ids in, logits out. Each preset file builds one from its weights.
+ * `forward` takes B rows of equal length T. From a fresh state (position 0) any T is a prefill; a state that
+ * has consumed tokens takes T = 1 (decode) unless the preset says otherwise.
+ */
+export interface Network {
+  readonly config: ModelConfig;
+  readonly backend: Backend;
+  /** f32 logits [B, T, V] (or [B, 1, V] with lastOnly). */
+  forward(ids: number[][], options?: NetworkForwardOptions): Promise<Tensor>;
+  /** An empty state for `batch` sequences of up to `capacity` tokens (KV caches are sized by it; constant states ignore it). */
+  createState(batch: number, capacity: number): DecodeState;
+  dispose(): void;
+}
+
+/** A preset: which tensors its checkpoints hold, and how to build its network from them. */
+export interface PresetDefinition<C extends ModelConfig = ModelConfig> {
+  readonly name: C['preset'];
+  /** The tensors a checkpoint of this config holds (names of docs/checkpoint-layouts.md). */
+  tensors(config: C): ExpectedTensor[];
+  build(config: C, weights: Weights): Network;
+  /** Longest sequence it supports: Infinity for a preset without positions. */
+  maxContext(config: C): number;
+}
+
+/** A checkpoint's tensors on one backend, by their expected (preset) names. */
+export class Weights {
+  constructor(
+    /** The checkpoint, for errors. */
+    readonly file: string,
+    private readonly tensors: ReadonlyMap<string, Tensor>,
+    readonly backend: Backend,
+  ) {}
+
+  /** The tensor named `name`; a CheckpointError names it when absent. */
+  get(name: string): Tensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new CheckpointError(this.file, `missing tensor ${name}`);
+    return t;
+  }
+
+  /** The tensor, or null for an optional one the checkpoint lacks. */
+  optional(name: string): Tensor | null {
+    return this.tensors.get(name) ?? null;
+  }
+
+  /** `model.layers.{l}.` + suffix. */
+  layer(l: number, suffix: string): Tensor {
+    return this.get(`model.layers.${l}.${suffix}`);
+  }
+
+  get names(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  /** Bytes of all the tensors as they are held. */
+  get bytes(): number {
+    let n = 0;
+    for (const t of this.tensors.values()) n += t.size * bytesPerElement(t.dtype);
+    return n;
+  }
+
+  dispose(): void {
+    for (const t of this.tensors.values()) t.dispose();
+  }
+}
+
+/** Checks ids [B][T]: a non-empty rectangle of integer ids inside the vocabulary. Returns [B, T]. */
+export function checkIds(ids: readonly (readonly number[])[], vocabSize: number, what = 'inputIds'): [number, number] {
+  if (!Array.isArray(ids) || ids.length === 0) throw new InputError(`${what} must be a non-empty list of token id rows`);
+  const T = ids[0]!.length;
+  if (T === 0) throw new InputError(`${what}[0] is empty; a row needs at least one token`);
+  ids.forEach((row, b) => {
+    if (!Array.isArray(row) || row.length !== T) throw new InputError(`${what}[${b}] has ${row?.length} tokens, row 0 has ${T}; rows must have equal lengths`);
+    row.forEach((id, t) => {
+      if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new InputError(`${what}[${b}][${t}] = ${id} is not a token id of this model (0 <= id < ${vocabSize})`);
+    });
+  });
+  return [ids.length, T];
+}
+
+/** Refuses a state of another preset or size. */
+export function checkState<S extends DecodeState>(state: DecodeState, kind: new (...args: never[]) => S, batch: number, T: number, continues: 'one token' | 'any'): S {
+  if (!(state instanceof kind)) throw new InputError(`forward: the state was made by another preset (expected a ${kind.name})`);
+  if (state.batch !== batch) throw new InputError(`forward: the state holds ${state.batch} sequences, the ids ${batch}`);
+  if (continues === 'one token' && state.position > 0 && T !== 1) throw new InputError(`forward: a state that has consumed tokens is continued one token at a time (got ${T})`);
+  return state;
+}

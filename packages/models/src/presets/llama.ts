@@ -1,0 +1,134 @@
+/**
+ * llama: Llama 3.x as transformers' LlamaForCausalLM (GQA, RoPE with llama3 scaling, SwiGLU, RMSNorm).
+ * The baseline the constant-state presets are compared with, and NanoHammer's base.
+ *
+ *   x = embed(ids)
+ *   for each layer:  x = x + o_proj(attention(rope(q_proj h), rope(k_proj h), v_proj h)),  h = input_layernorm(x)
+ *                    x = x + down(silu(gate h) * up h),                                      h = post_attention_layernorm(x)
+ *   logits = lm_head(norm(x))
+ */
+import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
+import { ConfigError, Scratch, type Tensor, add } from '@phalanx/core';
+import { linear, rmsNorm, rope } from '@phalanx/ops';
+import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
+import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
+
+/** The attention's q/k/v/o projections and biases of one layer (shared with nanohammer). */
+export function attentionTensors(c: LlamaConfig | { hiddenSize: number; numAttentionHeads: number; numKeyValueHeads: number; headDim: number; attentionBias: boolean }): ExpectedTensor[] {
+  const [H, Hkv, D, hidden] = [c.numAttentionHeads, c.numKeyValueHeads, c.headDim, c.hiddenSize];
+  const out: ExpectedTensor[] = [
+    { name: 'model.layers.{l}.self_attn.q_proj.weight', shape: [H * D, hidden] },
+    { name: 'model.layers.{l}.self_attn.k_proj.weight', shape: [Hkv * D, hidden] },
+    { name: 'model.layers.{l}.self_attn.v_proj.weight', shape: [Hkv * D, hidden] },
+    { name: 'model.layers.{l}.self_attn.o_proj.weight', shape: [hidden, H * D] },
+  ];
+  if (c.attentionBias) {
+    out.push(
+      { name: 'model.layers.{l}.self_attn.q_proj.bias', shape: [H * D] },
+      { name: 'model.layers.{l}.self_attn.k_proj.bias', shape: [Hkv * D] },
+      { name: 'model.layers.{l}.self_attn.v_proj.bias', shape: [Hkv * D] },
+      { name: 'model.layers.{l}.self_attn.o_proj.bias', shape: [hidden] },
+    );
+  }
+  return out;
+}
+
+/** Embedding, norms, SwiGLU MLP and head of the Llama layout (every llama-like preset has them). */
+export function llamaBodyTensors(c: { vocabSize: number; hiddenSize: number; intermediateSize: number; tieWordEmbeddings: boolean; mlpBias: boolean }): ExpectedTensor[] {
+  const [V, hidden, I] = [c.vocabSize, c.hiddenSize, c.intermediateSize];
+  const out: ExpectedTensor[] = [
+    { name: 'model.embed_tokens.weight', shape: [V, hidden] },
+    { name: 'model.layers.{l}.input_layernorm.weight', shape: [hidden] },
+    { name: 'model.layers.{l}.post_attention_layernorm.weight', shape: [hidden] },
+    { name: 'model.layers.{l}.mlp.gate_proj.weight', shape: [I, hidden] },
+    { name: 'model.layers.{l}.mlp.up_proj.weight', shape: [I, hidden] },
+    { name: 'model.layers.{l}.mlp.down_proj.weight', shape: [hidden, I] },
+    { name: 'model.norm.weight', shape: [hidden] },
+  ];
+  if (c.mlpBias) throw new ConfigError('config.json', 'mlp_bias', 'true is not supported (no MLP biases in these presets)');
+  // a tied checkpoint may still carry lm_head.weight (a copy): accepted either way
+  out.push({ name: 'lm_head.weight', shape: [V, hidden], optional: c.tieWordEmbeddings });
+  return out;
+}
+
+/** q/k/v of the normed input h [B, T, hidden], as [B, T, heads, D], with RoPE from `position`. */
+export async function llamaQkv(w: Weights, l: number, c: LlamaConfig, h: Tensor, position: number, s: Scratch) {
+  const [B, T] = h.shape as [number, number];
+  const [H, Hkv, D] = [c.numAttentionHeads, c.numKeyValueHeads, c.headDim];
+  const proj = async (name: string, heads: number) =>
+    s.keep((await s.keep(linear(h, w.layer(l, `self_attn.${name}.weight`), w.optional(`model.layers.${l}.self_attn.${name}.bias`)))).reshape([B, T, heads, D]));
+  const rotary = { offset: position, theta: c.rope.theta, scaling: c.rope.scaling };
+  const q = await s.keep(rope(await proj('q_proj', H), rotary));
+  const k = await s.keep(rope(await proj('k_proj', Hkv), rotary));
+  const v = await proj('v_proj', Hkv);
+  return { q, k, v, rotary };
+}
+
+/** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x). */
+export async function llamaMlp(w: Weights, l: number, eps: number, x: Tensor, s: Scratch): Promise<Tensor> {
+  const h = await s.keep(rmsNorm(x, w.layer(l, 'post_attention_layernorm.weight'), { eps }));
+  const m = await s.keep(swigluMlp(h, w.layer(l, 'mlp.gate_proj.weight'), w.layer(l, 'mlp.up_proj.weight'), w.layer(l, 'mlp.down_proj.weight')));
+  return add(x, m);
+}
+
+/** The head: lm_head, or the embedding when tied. */
+export function headWeight(w: Weights): Tensor {
+  return w.optional('lm_head.weight') ?? w.get('model.embed_tokens.weight');
+}
+
+class LlamaNetwork implements Network {
+  constructor(
+    readonly config: LlamaConfig,
+    private readonly w: Weights,
+  ) {}
+
+  get backend() {
+    return this.w.backend;
+  }
+
+  createState(batch: number, capacity: number): KvState {
+    const { numHiddenLayers: L, numKeyValueHeads: heads, headDim: dim } = this.config;
+    return new KvState(batch, Array.from({ length: L }, () => ({ heads, dim })), capacity, this.backend);
+  }
+
+  async forward(ids: number[][], options: NetworkForwardOptions = {}): Promise<Tensor> {
+    const c = this.config;
+    const w = this.w;
+    const [B, T] = checkIds(ids, c.vocabSize);
+    const state = options.state && checkState(options.state, KvState, B, T, 'one token');
+    const position = state?.position ?? 0;
+    const eps = c.rmsNormEps;
+    const [H, D] = [c.numAttentionHeads, c.headDim];
+    let x = await embedTokens(w.get('model.embed_tokens.weight'), ids);
+    for (let l = 0; l < c.numHiddenLayers; l++) {
+      const s = new Scratch();
+      try {
+        await s.keep(x);
+        const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
+        const { q, k, v } = await llamaQkv(w, l, c, h, position, s);
+        const y = await s.keep(attend(q, k, v, state?.caches[l] ?? null));
+        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layer(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
+        x = await llamaMlp(w, l, eps, await s.keep(add(x, o)), s);
+      } finally {
+        s.dispose();
+      }
+    }
+    if (state) state.position += T;
+    try {
+      return await logitsHead(x, { norm: w.get('model.norm.weight'), eps, head: headWeight(w), lastOnly: options.lastOnly });
+    } finally {
+      x.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.w.dispose();
+  }
+}
+
+export const llama: PresetDefinition<LlamaConfig> = {
+  name: 'llama',
+  tensors: (c) => [...llamaBodyTensors(c), ...attentionTensors(c)],
+  build: (c, w) => new LlamaNetwork(c, w),
+  maxContext: (c) => c.maxPositionEmbeddings,
+};
