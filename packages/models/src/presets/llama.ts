@@ -9,7 +9,7 @@
  */
 import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor, add } from '@phalanx/core';
-import { linear, rmsNorm, rope } from '@phalanx/ops';
+import { type RopeOptions, linear, rmsNorm, rope } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
 import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
 
@@ -51,17 +51,27 @@ export function llamaBodyTensors(c: { vocabSize: number; hiddenSize: number; int
   return out;
 }
 
+/** The attention geometry the q/k/v helpers read (nanohammer's config has it too). */
+type AttentionConfig = Pick<LlamaConfig, 'numAttentionHeads' | 'numKeyValueHeads' | 'headDim' | 'rope'>;
+
+/** One attention projection of x [B, T, hidden] (with its bias when the checkpoint has one), as [B, T, heads, D]. */
+async function projectHeads(w: Weights, l: number, name: string, x: Tensor, heads: number, D: number, s: Scratch): Promise<Tensor> {
+  const [B, T] = x.shape as [number, number];
+  return s.keep((await s.keep(linear(x, w.layer(l, `self_attn.${name}.weight`), w.optional(`model.layers.${l}.self_attn.${name}.bias`)))).reshape([B, T, heads, D]));
+}
+
 /** q/k/v of the normed input h [B, T, hidden], as [B, T, heads, D], with RoPE from `position`. */
-export async function llamaQkv(w: Weights, l: number, c: LlamaConfig, h: Tensor, position: number, s: Scratch) {
-  const [B, T] = h.shape as [number, number];
-  const [H, Hkv, D] = [c.numAttentionHeads, c.numKeyValueHeads, c.headDim];
-  const proj = async (name: string, heads: number) =>
-    s.keep((await s.keep(linear(h, w.layer(l, `self_attn.${name}.weight`), w.optional(`model.layers.${l}.self_attn.${name}.bias`)))).reshape([B, T, heads, D]));
+export async function llamaQkv(w: Weights, l: number, c: AttentionConfig, h: Tensor, position: number, s: Scratch) {
   const rotary = { offset: position, theta: c.rope.theta, scaling: c.rope.scaling };
-  const q = await s.keep(rope(await proj('q_proj', H), rotary));
-  const k = await s.keep(rope(await proj('k_proj', Hkv), rotary));
-  const v = await proj('v_proj', Hkv);
-  return { q, k, v, rotary };
+  const q = await s.keep(rope(await projectHeads(w, l, 'q_proj', h, c.numAttentionHeads, c.headDim, s), rotary));
+  return { q, ...(await llamaKv(w, l, c, h, rotary, s)), rotary };
+}
+
+/** k (with RoPE `rotary`) and v of x [B, T, hidden], as [B, T, Hkv, D]: of the words, and of nanohammer's state tokens. */
+export async function llamaKv(w: Weights, l: number, c: AttentionConfig, x: Tensor, rotary: RopeOptions, s: Scratch) {
+  const k = await s.keep(rope(await projectHeads(w, l, 'k_proj', x, c.numKeyValueHeads, c.headDim, s), rotary));
+  const v = await projectHeads(w, l, 'v_proj', x, c.numKeyValueHeads, c.headDim, s);
+  return { k, v };
 }
 
 /** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x). */
