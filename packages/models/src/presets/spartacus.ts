@@ -10,7 +10,7 @@
  */
 import type { ExpectedTensor, SpartacusConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor, add } from '@phalanx/core';
-import { type DecayVariant, MonoidAttention, type MonoidScanOptions, detectDecayVariant } from '@phalanx/monoid-scan';
+import { type DecayVariant, MonoidAttention, type MonoidAttentionResult, type MonoidScanOptions, detectDecayVariant } from '@phalanx/monoid-scan';
 import { rmsNorm } from '@phalanx/ops';
 import { embedTokens, logitsHead } from '../blocks.js';
 import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
@@ -94,7 +94,9 @@ export class SpartacusNetwork implements Network {
         try {
           await s.keep(x);
           const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
-          const { output, state: after } = await attention[l]!.forward(h, { ...this.scan, initialState: state?.layers[l] });
+          const held = state?.layers[l];
+          // one token onto a held state is the O(1) decode step (spec 1.6), whatever form the scan options give prefills
+          const { output, state: after } = held && T === 1 ? await decodeStep(attention[l]!, held, h, s) : await attention[l]!.forward(h, { ...this.scan, initialState: held });
           next.push(after);
           x = await llamaMlp(w, l, eps, await s.keep(add(x, await s.keep(output))), s);
         } finally {
@@ -156,6 +158,14 @@ export class SpartacusNetwork implements Network {
         ),
     );
   }
+}
+
+/** MonoidAttention.step on h [B, 1, hidden] -> output [B, 1, hidden] and the next state. */
+async function decodeStep(attention: MonoidAttention, held: Tensor, h: Tensor, s: Scratch): Promise<MonoidAttentionResult> {
+  const [B, , C] = h.shape as [number, number, number];
+  const { output, state } = await attention.step(held, await s.keep(h.reshape([B, C])));
+  await s.keep(output);
+  return { output: output.reshape([B, 1, C]), state };
 }
 
 export const spartacus: PresetDefinition<SpartacusConfig> = {
