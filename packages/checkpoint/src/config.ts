@@ -99,6 +99,10 @@ export interface ParcaeConfig extends Common {
   rmsNormEps: number;
   /** Reset the SmearGate at document starts (`smear_gate_reset`, the #1851 fix; default false as in #1728). */
   smearGateReset: boolean;
+  /** The document-start token the reset looks for (`bos_token_id`; required with smear_gate_reset). */
+  bosTokenId: number | null;
+  /** Longest context (`max_position_embeddings`; default 4096, the record's train and eval length). */
+  maxPositionEmbeddings: number;
 }
 
 export type ModelConfig = LlamaConfig | SpartacusConfig | NanoHammerConfig | ParcaeConfig;
@@ -285,6 +289,10 @@ function parcae(f: Fields): Omit<ParcaeConfig, 'extra' | 'warnings'> {
   const loopStart = layerIndex('loop_start', 3);
   const loopEnd = layerIndex('loop_end', 5);
   if (loopEnd < loopStart) throw new ConfigError(f.file, 'loop_end', `${loopEnd} is before loop_start ${loopStart}`);
+  const smearGateReset = f.bool('smear_gate_reset', false);
+  const bos = f.optional('bos_token_id', 'a token id or null', (v) => v === null || isTokenId(v)) as number | null | undefined;
+  const bosTokenId = checkTokenId(f.file, 'bos_token_id', bos ?? null, c.vocabSize);
+  if (smearGateReset && bosTokenId === null) throw new ConfigError(f.file, 'bos_token_id', 'missing: smear_gate_reset needs the document-start token id');
   const gateWidth = (field: string) => {
     const w = f.int(field, 12, 0);
     if (w > c.hiddenSize) throw new ConfigError(f.file, field, `${w} is wider than hidden_size ${c.hiddenSize}`);
@@ -310,7 +318,9 @@ function parcae(f: Fields): Omit<ParcaeConfig, 'extra' | 'warnings'> {
     smearGateWidth: gateWidth('smear_gate_width'),
     xieluCoefficients: xielu(f, L),
     rmsNormEps: f.positive('rms_norm_eps', 1.1920928955078125e-7),
-    smearGateReset: f.bool('smear_gate_reset', false),
+    smearGateReset,
+    bosTokenId,
+    maxPositionEmbeddings: f.int('max_position_embeddings', 4096),
   };
 }
 
