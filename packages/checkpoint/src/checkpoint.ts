@@ -1,7 +1,5 @@
-import { readFile, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join } from 'node:path';
 import { type Backend, type Tensor, CheckpointError } from '@phalanx/core';
-import { type ProgressEvent, type TensorInfo, SafetensorsFile } from './safetensors.js';
+import type { ProgressEvent, SafetensorsShard, TensorInfo } from './format.js';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 export const SINGLE_FILE = 'model.safetensors';
@@ -14,8 +12,8 @@ export interface LoadOptions {
 }
 
 /**
- * A checkpoint of one or more safetensors files, seen as one set of named tensors. Every header is
- * validated on open; tensor data is read on demand. `close()` it when done.
+ * A checkpoint of one or more safetensors files (on disk or in memory), seen as one set of named tensors.
+ * Every header is validated on open; tensor data is read on demand. `close()` it when done.
  *
  * @example
  * const ckpt = await openCheckpoint('Llama-3.2-1B'); // a folder, a .safetensors file or an index.json
@@ -24,12 +22,17 @@ export interface LoadOptions {
  */
 export class Checkpoint {
   constructor(
-    /** The file or index the checkpoint was opened from. */
+    /** The file or index the checkpoint was opened from (a path or URL). */
     readonly path: string,
-    private readonly files: Map<string, SafetensorsFile>,
+    private readonly files: Map<string, SafetensorsShard>,
     /** Tensor name -> the shard file holding it. */
-    private readonly shardOf: Map<string, SafetensorsFile>,
+    private readonly shardOf: Map<string, SafetensorsShard>,
   ) {}
+
+  /** A checkpoint of one file. */
+  static ofFile(file: SafetensorsShard): Checkpoint {
+    return new Checkpoint(file.path, new Map([[file.path, file]]), new Map(file.names.map((n) => [n, file])));
+  }
 
   get names(): string[] {
     return [...this.shardOf.keys()];
@@ -79,72 +82,9 @@ export class Checkpoint {
     await Promise.all([...this.files.values()].map((f) => f.close()));
   }
 
-  private shard(name: string): SafetensorsFile {
+  private shard(name: string): SafetensorsShard {
     const f = this.shardOf.get(name);
     if (!f) throw new CheckpointError(this.path, `no tensor '${name}' in this checkpoint`);
     return f;
   }
-}
-
-/**
- * Opens a checkpoint: a `.safetensors` file, a `model.safetensors.index.json` (sharded), or a folder holding
- * either (the index wins). Refuses, with a CheckpointError naming the file and tensor, any malformed header,
- * a missing shard, or a tensor the index lists but its shard lacks.
- */
-export async function openCheckpoint(path: string): Promise<Checkpoint> {
-  let file = path;
-  if (await isDirectory(path)) file = (await exists(join(path, INDEX_FILE))) ? join(path, INDEX_FILE) : join(path, SINGLE_FILE);
-  if (file.endsWith('.json')) return openSharded(file);
-  const f = await SafetensorsFile.open(file);
-  return new Checkpoint(file, new Map([[file, f]]), new Map(f.names.map((n) => [n, f])));
-}
-
-async function openSharded(indexPath: string): Promise<Checkpoint> {
-  const weightMap = await readWeightMap(indexPath);
-  const files = new Map<string, SafetensorsFile>();
-  const shardOf = new Map<string, SafetensorsFile>();
-  try {
-    for (const shardName of new Set(Object.values(weightMap))) {
-      const shardPath = join(dirname(indexPath), shardName);
-      if (!(await exists(shardPath))) throw new CheckpointError(indexPath, `weight_map: shard '${shardName}' does not exist (${shardPath})`);
-      files.set(shardName, await SafetensorsFile.open(shardPath));
-    }
-    const missing: string[] = [];
-    for (const [name, shardName] of Object.entries(weightMap)) {
-      const f = files.get(shardName)!;
-      if (f.tensors.has(name)) shardOf.set(name, f);
-      else missing.push(`'${name}' (in ${shardName})`);
-    }
-    if (missing.length) throw new CheckpointError(indexPath, `weight_map lists tensors their shard lacks: ${missing.join(', ')}`);
-  } catch (e) {
-    await Promise.all([...files.values()].map((f) => f.close()));
-    throw e;
-  }
-  return new Checkpoint(indexPath, files, shardOf);
-}
-
-async function readWeightMap(indexPath: string): Promise<Record<string, string>> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(indexPath, 'utf8'));
-  } catch (e) {
-    throw new CheckpointError(indexPath, `not a readable JSON file (${(e as Error).message})`, { cause: e });
-  }
-  const weightMap = (json as { weight_map?: unknown } | null)?.weight_map;
-  if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) throw new CheckpointError(indexPath, 'weight_map: missing or not a JSON object');
-  for (const [name, shard] of Object.entries(weightMap)) {
-    // Shards live next to the index: a path elsewhere is refused rather than followed.
-    if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || basename(shard) !== shard) {
-      throw new CheckpointError(indexPath, `weight_map['${name}']: ${JSON.stringify(shard)} is not a file name next to the index`);
-    }
-  }
-  return weightMap as Record<string, string>;
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined)) !== undefined;
 }

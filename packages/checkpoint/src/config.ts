@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { ConfigError } from '@phalanx/core';
 
 export type Preset = 'llama' | 'spartacus' | 'nanohammer' | 'parcae';
@@ -114,16 +113,6 @@ const BOOKKEEPING = new Set([
   'is_decoder', 'is_encoder_decoder', 'add_cross_attention', 'chunk_size_feed_forward', 'tie_encoder_decoder', 'torchscript', 'use_return_dict',
 ]);
 
-/** Reads `config.json` and parses it; see `parseConfig`. */
-export async function loadConfig(path: string, preset?: Preset): Promise<ModelConfig> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch (e) {
-    throw new ConfigError(path, '(file)', `not a readable JSON file (${(e as Error).message})`);
-  }
-  return parseConfig(json, { file: path, preset });
-}
 
 /**
  * Normalises a Hugging Face config.json into the typed config of its preset, which `preset` names or

@@ -1,6 +1,7 @@
 /**
  * @phalanx/checkpoint: Hugging Face checkpoints: safetensors read/write (single and sharded), config.json
- * parsing per preset, and matching a preset's tensor names to a checkpoint's.
+ * parsing per preset, and matching a preset's tensor names to a checkpoint's. This entry is for Node (it
+ * reads files with `node:fs`); `@phalanx/checkpoint/bytes` holds what works without a filesystem.
  *
  * @example
  * import { openCheckpoint, loadConfig, matchTensorNames } from '@phalanx/checkpoint';
@@ -10,18 +11,6 @@
  * const weights = await ckpt.readAll({ onProgress: ({ bytesDone, bytesTotal }) => console.log(bytesDone / bytesTotal) });
  * await ckpt.close();
  */
-export { type LoadOptions, Checkpoint, INDEX_FILE, SINGLE_FILE, openCheckpoint } from './checkpoint.js';
-export {
-  type LlamaConfig,
-  type ModelConfig,
-  type NanoHammerConfig,
-  type ParcaeConfig,
-  type Preset,
-  type RopeConfig,
-  type SpartacusConfig,
-  MODEL_TYPES,
-  loadConfig,
-  parseConfig,
-} from './config.js';
-export { type ExpectedTensor, expandLayers, matchTensorNames } from './names.js';
-export { type ProgressEvent, type ReadOptions, type SafetensorsDType, type TensorInfo, MAX_HEADER_BYTES, SafetensorsFile, writeSafetensors } from './safetensors.js';
+export * from './bytes.js';
+export { loadConfig, openCheckpoint } from './files.js';
+export { SafetensorsFile, writeSafetensors } from './safetensors.js';

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CheckpointError, type DType, DTYPES, type Tensor, bytesPerElement, tensor } from '@phalanx/core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type ProgressEvent, SafetensorsFile, writeSafetensors } from '../src/index.js';
+import { type ProgressEvent, SafetensorsBytes, SafetensorsFile, parseSafetensors, writeSafetensors } from '../src/index.js';
 import { tempDir, writeRaw } from './helpers.js';
 
 let dir: string;
@@ -20,14 +20,29 @@ const SAMPLES: Record<DType, () => Tensor> = {
   u8: () => tensor(new Uint8Array([0, 255, 9, 1]), [4]),
 };
 
+/** Both readers, the file one and the in-memory one, refuse the file with the same CheckpointError. */
 async function expectRefused(path: string, ...patterns: RegExp[]) {
-  const err = await SafetensorsFile.open(path).then(
+  const fromFile = await SafetensorsFile.open(path).then(
     () => undefined,
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(CheckpointError);
-  expect((err as CheckpointError).file).toBe(path);
-  for (const p of patterns) expect((err as Error).message).toMatch(p);
+  const bytes = await readFile(path).catch(() => undefined);
+  const fromBytes = bytes && catchSync(() => SafetensorsBytes.parse(bytes, path));
+  for (const err of bytes ? [fromFile, fromBytes] : [fromFile]) {
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect((err as CheckpointError).file).toBe(path);
+    for (const p of patterns) expect((err as Error).message).toMatch(p);
+  }
+  if (bytes) expect((fromBytes as Error).message).toBe((fromFile as Error).message);
+}
+
+function catchSync(f: () => unknown): unknown {
+  try {
+    f();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
 }
 
 describe('writeSafetensors / SafetensorsFile round trip', () => {
@@ -102,6 +117,29 @@ describe('writeSafetensors / SafetensorsFile round trip', () => {
     ]);
     expect((await w.data())[n - 1]).toBe(0.5);
     await f.close();
+  });
+});
+
+describe('parseSafetensors: a file in memory', () => {
+  it('gives the tensors the file reader gives, with progress over all of them', async () => {
+    const tensors = Object.fromEntries(DTYPES.map((d) => [`w.${d}`, SAMPLES[d]()]));
+    const path = join(dir, 'memory.safetensors');
+    await writeSafetensors(path, tensors, { format: 'pt' });
+    const bytes = await readFile(path);
+    const ckpt = parseSafetensors(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength), 'memory.safetensors');
+    expect(ckpt.path).toBe('memory.safetensors');
+    expect(ckpt.metadata).toEqual({ format: 'pt' });
+    const events: ProgressEvent[] = [];
+    const back = await ckpt.readAll({ onProgress: (e) => events.push(e) });
+    for (const [name, t] of Object.entries(tensors)) {
+      expect(back[name]!.dtype).toBe(t.dtype);
+      expect(back[name]!.shape).toEqual(t.shape);
+      expect(await back[name]!.rawData()).toEqual(await t.rawData());
+    }
+    const total = Object.values(tensors).reduce((s, t) => s + t.size * bytesPerElement(t.dtype), 0);
+    expect(events.at(-1)).toMatchObject({ file: 'memory.safetensors', bytesDone: total, bytesTotal: total });
+    await ckpt.close();
+    await expect(ckpt.read('w.f32')).rejects.toThrow(/read after close/);
   });
 });
 

@@ -1,7 +1,8 @@
 /**
  * @phalanx/models: model presets (spartacus, nanohammer, parcae, llama) assembled from the mechanism
  * packages; loading Hugging Face-style checkpoints, generation, scoring, tokenizers (@huggingface/tokenizers)
- * and chat templates (@huggingface/jinja).
+ * and chat templates (@huggingface/jinja). This is the Node entry; browsers get browser.ts, whose `loadModel`
+ * takes URLs.
  *
  * @example
  * import { loadModel } from '@phalanx/models';
@@ -12,21 +13,5 @@
  * const { bitsPerByte } = await model.score(someText, { window: 256, stride: 128 });
  * model.dispose();
  */
-export { type GenerateOptions, type GenerateSummary, type TokenEvent, Generation } from './generate.js';
-export { type LoadModelOptions, loadModel } from './load.js';
-export { Model } from './model.js';
-export { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, Weights } from './network.js';
-export { PRESETS } from './presets/index.js';
-export { type ScoreOptions, type ScoreResult, slidingWindows } from './score.js';
-export {
-  type ChatMessage,
-  type ChatTemplateOptions,
-  type TokenizerFiles,
-  CHAT_TEMPLATE_FILE,
-  GENERATION_CONFIG_FILE,
-  TOKENIZER_CONFIG_FILE,
-  TOKENIZER_FILE,
-  Tokenizer,
-  loadTokenizer,
-} from './tokenizer.js';
-export { type StopCheck, type TextStream, createTextStream, findStop } from './text-stream.js';
+export * from './api.js';
+export { loadModel, loadTokenizer } from './node.js';

@@ -1,8 +1,7 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { CheckpointError, ConfigError, InputError } from '@phalanx/core';
+import { type CheckpointSource, fileIn, readJson } from './source.js';
 
 /** One chat turn as chat templates read it; templates may read more fields (tool_calls, name, ...). */
 export interface ChatMessage {
@@ -36,19 +35,19 @@ export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
 const TEMPLATE_TOKENS = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'];
 
 /**
- * Reads a checkpoint folder's tokenizer.json and tokenizer_config.json (required), and generation_config.json
- * and chat_template.jinja (when present). A missing or unparsable file is a CheckpointError naming it; a bad
- * field is a ConfigError naming the file and the field.
+ * Reads a checkpoint's tokenizer.json and tokenizer_config.json (required once tokenizer.json exists), and
+ * generation_config.json and chat_template.jinja (when present); null without tokenizer.json. A missing or
+ * unparsable file is a CheckpointError naming it; a bad field is a ConfigError naming the file and the field.
  */
-export async function loadTokenizer(dir: string): Promise<Tokenizer> {
-  const path = (name: string) => join(dir, name);
-  const [tokenizer, config, generationConfig, chatTemplate] = await Promise.all([
-    readJson(path(TOKENIZER_FILE), true),
-    readJson(path(TOKENIZER_CONFIG_FILE), true),
-    readJson(path(GENERATION_CONFIG_FILE), false),
-    readText(path(CHAT_TEMPLATE_FILE), false),
+export async function readTokenizer(source: CheckpointSource): Promise<Tokenizer | null> {
+  const tokenizer = await readJson(source, TOKENIZER_FILE, false);
+  if (tokenizer === undefined) return null;
+  const [config, generationConfig, chatTemplate] = await Promise.all([
+    readJson(source, TOKENIZER_CONFIG_FILE, true),
+    readJson(source, GENERATION_CONFIG_FILE, false),
+    source.readText(CHAT_TEMPLATE_FILE, false),
   ]);
-  return new Tokenizer({ tokenizer, config, generationConfig, chatTemplate }, dir);
+  return new Tokenizer({ tokenizer, config, generationConfig, chatTemplate }, source.location);
 }
 
 /**
@@ -77,11 +76,11 @@ export class Tokenizer {
   private readonly byteLevel: boolean;
   private readonly specialIds: Set<number>;
 
-  /** `dir` only names the files in errors. */
+  /** `dir` (a directory or URL) only names the files in errors. */
   constructor(files: TokenizerFiles, dir = '.') {
-    const tokFile = join(dir, TOKENIZER_FILE);
-    const cfgFile = join(dir, TOKENIZER_CONFIG_FILE);
-    const genFile = join(dir, GENERATION_CONFIG_FILE);
+    const tokFile = fileIn(dir, TOKENIZER_FILE);
+    const cfgFile = fileIn(dir, TOKENIZER_CONFIG_FILE);
+    const genFile = fileIn(dir, GENERATION_CONFIG_FILE);
     const tokenizer = object(files.tokenizer, tokFile, '(file)');
     object(tokenizer.model, tokFile, 'model');
     if (typeof (tokenizer.model as Record<string, unknown>).type !== 'string') throw new ConfigError(tokFile, 'model.type', 'missing (expected a string such as "BPE")');
@@ -128,7 +127,7 @@ export class Tokenizer {
     this.eos = genEosList ?? (tokenIds.eos_token === undefined ? [] : [tokenIds.eos_token as number]);
 
     // A chat_template.jinja file replaces the config's field, as in transformers.
-    this.templateFile = files.chatTemplate === undefined ? cfgFile : join(dir, CHAT_TEMPLATE_FILE);
+    this.templateFile = files.chatTemplate === undefined ? cfgFile : fileIn(dir, CHAT_TEMPLATE_FILE);
     const source = files.chatTemplate ?? config.chat_template;
     if (typeof source === 'string') this.addTemplate('default', source, 'chat_template');
     else if (Array.isArray(source)) {
@@ -221,25 +220,4 @@ export class Tokenizer {
 function object(v: unknown, file: string, field: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError(file, field, `expected a JSON object, got ${Array.isArray(v) ? 'a list' : JSON.stringify(v)}`);
   return v as Record<string, unknown>;
-}
-
-async function readText(path: string, required: true): Promise<string>;
-async function readText(path: string, required: false): Promise<string | undefined>;
-async function readText(path: string, required: boolean): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (e) {
-    if (!required && (e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new CheckpointError(path, (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `not readable (${(e as Error).message})`, { cause: e });
-  }
-}
-
-async function readJson(path: string, required: boolean): Promise<unknown> {
-  const text = required ? await readText(path, true) : await readText(path, false);
-  if (text === undefined) return undefined;
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new CheckpointError(path, `not valid JSON (${(e as Error).message})`, { cause: e });
-  }
 }
