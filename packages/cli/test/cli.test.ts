@@ -32,7 +32,10 @@ describe('phalanx CLI', () => {
     expect(bad.out).toMatch(/usage: phalanx/);
   });
 
-  it('an unknown backend is a typed error naming it', async () => {
-    await expect(run(['demo', '--backend', 'tpu'])).rejects.toThrow(/unknown backend 'tpu'/);
+  it('an unknown backend is a one-line typed error naming it, exit code 1', async () => {
+    const { code, out } = await run(['demo', '--backend', 'tpu']);
+    expect(code).toBe(1);
+    expect(out).toMatch(/^phalanx: InputError: unknown backend 'tpu'/);
+    expect(out).not.toMatch(/\n\s+at /); // no stack trace without --verbose
   });
 });
