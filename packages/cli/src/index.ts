@@ -11,6 +11,7 @@ import { add, compareClose, cpu, getBackend, randn, sum } from '@phalanx/core';
 import { type ChatMessage, type GenerateOptions, type Model, loadModel } from '@phalanx/models';
 import { POLICIES, artifactSize, quantizeModel, writeArtifact } from '@phalanx/quantizer';
 import { WebGPUBackend } from '@phalanx/webgpu';
+import { bench } from './bench.js';
 
 export interface Io {
   /** A line of results (stdout). */
@@ -32,6 +33,7 @@ commands:
   eval DIR --text FILE               bits per byte of a text (sliding windows)
   quantize DIR --out DIR             quantize by a policy (--policy golf) and report the brotli size
   demo                               run a kernel on the best backend and print the adapter
+  bench [component...] [options]     benchmarks (in the repository; phalanx bench --help)
 
 model options (generate, chat, eval):
   --model DIR|PRESET                 a checkpoint directory, or spartacus|nanohammer|parcae|llama (tiny models)
@@ -72,6 +74,8 @@ export async function main(argv: string[], io: Io | ((line: string) => void) = d
     out.log(USAGE);
     return 0;
   }
+  // bench takes the runner's own options (tools/bench/run.ts)
+  if (command === 'bench') return bench(rest, out.info);
   let values: Values;
   let positionals: string[];
   try {

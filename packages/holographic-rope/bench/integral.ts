@@ -1,13 +1,10 @@
 /**
- * Holographic integral benchmark on WebGPU: per-token decode cost against the position (it should not grow:
- * the recurrence forms no angle from the position) and prefill tokens/s of each form.
- * A script until tools/bench exists: `node integral.ts [--quick] [--case NAME]...`. Each result is one JSON
- * line on stdout: GPU time per call from timestamp queries (every kernel of the call, medians summed) and
- * wall-clock time per call.
+ * Holographic integral benchmark cases (component `holographic-rope`): per-token decode cost against the
+ * position (it should not grow: the recurrence forms no angle from the position) and prefill tokens/s of each
+ * form. Run by tools/bench: `npx phalanx bench holographic-rope [--quick] [--case NAME]...`.
  */
 import { type Tensor, randn } from '@phalanx/core';
-import { type WebGPUBackend, timeOnGpu } from '@phalanx/webgpu';
-import { benchMain } from '../../../tools/bench/harness.js';
+import { type CaseContext, type Timed, defineCases, disposeAll } from '../../../tools/bench/harness.js';
 import { type HolographicMode, holographicIntegral, holographicStep } from '../src/index.js';
 
 interface Case {
@@ -35,26 +32,45 @@ const FULL: Case[] = [
 
 const QUICK: Case[] = [decode(0), decode(131071), prefill(256, 'chunk'), prefill(256, 'recurrent')];
 
-async function run(g: WebGPUBackend, c: Case, reps: number) {
+async function setup(ctx: CaseContext, c: Case): Promise<Timed> {
   const { B, T, D } = c;
+  const g = ctx.backend;
   const dispose = (...ts: Tensor[]) => ts.forEach((t) => t.dispose());
   if (c.kind === 'decode') {
     const state = randn([B, D], { seed: 1, backend: g });
     const z = randn([B, D], { seed: 2, backend: g });
-    const t = await timeOnGpu(g, async () => {
-      const r = await holographicStep(state, z, { position: c.position, normalize: 'sqrt' });
-      dispose(r.output, r.state);
-    }, { reps });
-    dispose(state, z);
-    return { ...t, usPerToken: (t.medianMs * 1000) / B };
+    return {
+      run: async () => {
+        const r = await holographicStep(state, z, { position: c.position, normalize: 'sqrt' });
+        dispose(r.output, r.state);
+      },
+      derive: (ms) => ({ usPerToken: (ms * 1000) / B }),
+      dispose: () => disposeAll(state, z),
+    };
   }
   const z = randn([B, T, D], { seed: 3, backend: g });
-  const t = await timeOnGpu(g, async () => {
-    const r = await holographicIntegral(z, { mode: c.mode });
-    dispose(r.output, r.finalState);
-  }, { reps });
-  z.dispose();
-  return { ...t, tokensPerS: (B * T) / (t.medianMs / 1000), wallTokensPerS: (B * T) / (t.wallMs / 1000) };
+  return {
+    run: async () => {
+      const r = await holographicIntegral(z, { mode: c.mode });
+      dispose(r.output, r.finalState);
+    },
+    derive: (ms) => ({ tokensPerS: (B * T) / (ms / 1000) }),
+    dispose: () => z.dispose(),
+  };
 }
 
-await benchMain({ full: FULL, quick: QUICK, reps: [20, 3], run });
+/** Every case once: those of the quick set also run on the CPU backend (they are small). */
+const spec = (c: Case) => {
+  const quick = QUICK.some((q) => q.name === c.name);
+  const full = FULL.some((f) => f.name === c.name);
+  return {
+    name: c.name,
+    shape: { kind: c.kind, B: c.B, T: c.T, position: c.position, D: c.D, mode: c.mode },
+    sets: [...(full ? ['full' as const] : []), ...(quick ? ['quick' as const] : [])],
+    backends: quick ? (['webgpu', 'cpu'] as const) : (['webgpu'] as const),
+    reps: [20, 3] as const,
+    setup: (ctx: CaseContext) => setup(ctx, c),
+  };
+};
+
+export const cases = defineCases('holographic-rope', [...FULL, ...QUICK.filter((q) => !FULL.some((f) => f.name === q.name))].map(spec));

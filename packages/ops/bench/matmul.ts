@@ -1,17 +1,17 @@
 /**
- * Matmul / GEMV benchmark on WebGPU, with the device's copy bandwidth measured in the same process.
- * A script until tools/bench exists: `node matmul.mjs [--quick] [--case NAME]... [--tile BMxBNxBKxTMxTN]`.
- * Each result is one JSON line on stdout. GPU times come from timestamp queries around each pass (median
- * of the repeats); every repeat is its own submit, awaited, to keep dawn.node stable on NVIDIA.
+ * Matmul / GEMV benchmark cases (component `ops`), with the memory-system cases beside them: the fixed cost
+ * of one pass, copy / read-only / write-only bandwidth. Run by tools/bench:
+ * `npx phalanx bench ops [--quick] [--case NAME]... [--tile BMxBNxBKxTMxTN] [--gemv RxLxU] [--copy N]`.
+ * Matmul and GEMV results are spot-checked: 256 random entries against float64 dot products on the host.
+ * On the CPU backend the matmul and GEMV cases run the public `matmul` / `linear` ops.
  */
-import { type DType, Rng, type Tensor, compareClose, randn, tensor } from '@phalanx/core';
-import { type WebGPUBackend, grid1d, program, timeOnGpu } from '@phalanx/webgpu';
-import { benchMain } from '../../../tools/bench/harness.js';
-import { linear } from '../src/linear.js';
+import { type Backend, type DType, Rng, type Tensor, compareClose, randn, tensor } from '@phalanx/core';
+import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
+import { type CaseContext, type CaseSpec, type Timed, defineCases, disposeAll } from '../../../tools/bench/harness.js';
+import { linear, matmul } from '../src/linear.js';
 import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
-interface Case {
-  name: string;
+interface Shape {
   kind: 'empty' | 'copy' | 'read' | 'write' | 'matmul' | 'gemv';
   M: number;
   N: number;
@@ -20,41 +20,64 @@ interface Case {
   wDType?: DType;
 }
 
-const FULL: Case[] = [
+const gpuOnly = ['webgpu'] as const;
+const mem = (name: string, kind: Shape['kind'], K: number, sets: CaseSpec['sets'] = ['full']): CaseSpec => ({
+  name,
+  shape: { kind, M: 0, N: 0, K },
+  backends: gpuOnly,
+  sets,
+  reps: [50, 5],
+  setup: (ctx) => memoryCase(ctx, kind, K),
+});
+const mm = (name: string, s: Shape, sets: CaseSpec['sets'] = ['full'], backends: CaseSpec['backends'] = gpuOnly): CaseSpec => ({
+  name,
+  shape: { ...s },
+  backends,
+  sets,
+  reps: [50, 5],
+  setup: (ctx) => (s.wDType === 'i8' ? quantizedGemv(ctx, s) : productCase(ctx, s)),
+});
+
+export const cases = defineCases('ops', [
   // the fixed cost of one timed pass: one workgroup writing one float
-  { name: 'empty-pass', kind: 'empty', M: 0, N: 0, K: 0 },
-  { name: 'copy-1GiB', kind: 'copy', M: 0, N: 0, K: 2 ** 28 },
-  { name: 'copy-64MiB', kind: 'copy', M: 0, N: 0, K: 2 ** 24 },
+  { name: 'empty-pass', shape: { kind: 'empty' }, backends: gpuOnly, reps: [50, 5], setup: emptyPass },
+  mem('copy-1GiB', 'copy', 2 ** 28),
+  mem('copy-64MiB', 'copy', 2 ** 24),
   // the two halves of a copy apart: which one limits the bandwidth WGSL reaches
-  { name: 'read-1GiB', kind: 'read', M: 0, N: 0, K: 2 ** 28 },
-  { name: 'write-1GiB', kind: 'write', M: 0, N: 0, K: 2 ** 28 },
-  { name: 'matmul-2048', kind: 'matmul', M: 2048, N: 2048, K: 2048 },
-  { name: 'matmul-4096', kind: 'matmul', M: 4096, N: 4096, K: 4096 },
-  { name: 'linear-4096', kind: 'matmul', M: 4096, N: 4096, K: 4096, transB: true },
-  { name: 'gemv-4096x4096', kind: 'gemv', M: 1, N: 4096, K: 4096 },
-  { name: 'gemv-2048x8192', kind: 'gemv', M: 1, N: 2048, K: 8192 },
-  { name: 'gemv-8192x2048', kind: 'gemv', M: 1, N: 8192, K: 2048 },
-  { name: 'gemv-4096x4096-bf16', kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'bf16' },
-  { name: 'gemv-16384x8192', kind: 'gemv', M: 1, N: 16384, K: 8192 },
+  mem('read-1GiB', 'read', 2 ** 28),
+  mem('write-1GiB', 'write', 2 ** 28),
+  mm('matmul-2048', { kind: 'matmul', M: 2048, N: 2048, K: 2048 }),
+  mm('matmul-4096', { kind: 'matmul', M: 4096, N: 4096, K: 4096 }),
+  mm('linear-4096', { kind: 'matmul', M: 4096, N: 4096, K: 4096, transB: true }),
+  mm('gemv-4096x4096', { kind: 'gemv', M: 1, N: 4096, K: 4096 }),
+  mm('gemv-2048x8192', { kind: 'gemv', M: 1, N: 2048, K: 8192 }),
+  mm('gemv-8192x2048', { kind: 'gemv', M: 1, N: 8192, K: 2048 }),
+  mm('gemv-4096x4096-bf16', { kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'bf16' }),
+  mm('gemv-16384x8192', { kind: 'gemv', M: 1, N: 16384, K: 8192 }),
   // quantized weights: one signed byte per weight and one scale per row, through the public linear op
-  { name: 'gemv-4096x4096-i8', kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'i8' },
-  { name: 'gemv-2048x8192-i8', kind: 'gemv', M: 1, N: 2048, K: 8192, wDType: 'i8' },
-];
+  mm('gemv-4096x4096-i8', { kind: 'gemv', M: 1, N: 4096, K: 4096, wDType: 'i8' }),
+  mm('gemv-2048x8192-i8', { kind: 'gemv', M: 1, N: 2048, K: 8192, wDType: 'i8' }),
+  // --quick
+  mem('copy-16MiB', 'copy', 2 ** 22, ['quick']),
+  mm('matmul-256', { kind: 'matmul', M: 256, N: 256, K: 256 }, ['quick'], ['webgpu', 'cpu']),
+  mm('gemv-1024x1024', { kind: 'gemv', M: 1, N: 1024, K: 1024 }, ['quick'], ['webgpu', 'cpu']),
+  mm('gemv-1024x1024-i8', { kind: 'gemv', M: 1, N: 1024, K: 1024, wDType: 'i8' }, ['quick'], ['webgpu', 'cpu']),
+]);
 
-const QUICK: Case[] = [
-  { name: 'copy-16MiB', kind: 'copy', M: 0, N: 0, K: 2 ** 22 },
-  { name: 'matmul-256', kind: 'matmul', M: 256, N: 256, K: 256 },
-  { name: 'gemv-1024x1024', kind: 'gemv', M: 1, N: 1024, K: 1024 },
-];
-
-function parseTile(s: string | undefined): GemmTile {
+function tileOf(ctx: CaseContext): GemmTile {
+  const s = ctx.option('tile');
   if (!s) return DEFAULT_TILE;
   const [BM, BN, BK, TM, TN] = s.split('x').map(Number) as [number, number, number, number, number];
   return { BM, BN, BK, TM, TN };
 }
 
+function gemvOf(ctx: CaseContext): GemvShape {
+  const [rowsPerGroup, lanes, unroll] = (ctx.option('gemv') ?? '').split('x').map(Number);
+  return rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : DEFAULT_GEMV;
+}
+
 /** The kernel's result at 256 random entries against float64 dot products: relative RMSE (NaN fails). */
-async function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayLike<number>, M: number, N: number, K: number, transB: boolean) {
+function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayLike<number>, M: number, N: number, K: number, transB: boolean) {
   const rng = new Rng(7);
   const ref: number[] = [];
   const got: number[] = [];
@@ -70,78 +93,104 @@ async function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayL
   return { relRmse: r.relRmse, ok: r.ok };
 }
 
-async function run(g: WebGPUBackend, c: Case, tile: GemmTile, gemv: GemvShape, perThread: number, reps: number) {
-  const seed = 1;
-  if (c.kind === 'empty') {
-    const y = randn([1], { seed, backend: g });
-    const prog = program({ name: 'empty', outputs: { y: 'f32' }, workgroupSize: 1, main: '  y[0] = 1.0;' });
-    return timeOnGpu(g, () => g.run(prog, [], [y], {}, [1, 1, 1]), { reps });
-  }
-  if (c.kind === 'copy' || c.kind === 'read' || c.kind === 'write') {
-    const n = c.K;
-    const x = randn([n], { seed, backend: g });
-    const y = randn([c.kind === 'read' ? 256 * 4 : n], { seed: 2, backend: g });
-    // each workgroup moves perThread x 256 vec4s, each warp's accesses contiguous; a read-only pass keeps one
-    // sum per invocation and writes it only if it is impossible (so nothing is written, yet nothing is elided);
-    // the same dead branch keeps x bound in the write-only pass
-    const move = { copy: 'y[i] = x[i];', read: 'acc += x[i];', write: 'y[i] = vec4<f32>(f32(i));' }[c.kind];
-    const prog = program({
-      name: `${c.kind}4`,
-      inputs: { x: 'f32' },
-      outputs: { y: 'f32' },
-      views: { x: 'vec4<f32>', y: 'vec4<f32>' },
-      uniforms: { n4: 'u32' },
-      workgroupSize: 256,
-      main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
+async function emptyPass(ctx: CaseContext): Promise<Timed> {
+  const g = ctx.gpu!;
+  const y = randn([1], { seed: 1, backend: g });
+  const prog = program({ name: 'empty', outputs: { y: 'f32' }, workgroupSize: 1, main: '  y[0] = 1.0;' });
+  return { run: () => g.run(prog, [], [y], {}, [1, 1, 1]), dispose: () => y.dispose() };
+}
+
+async function memoryCase(ctx: CaseContext, kind: Shape['kind'], n: number): Promise<Timed> {
+  const g = ctx.gpu!;
+  const perThread = Number(ctx.option('copy')) || 4;
+  const x = randn([n], { seed: 1, backend: g });
+  const y = randn([kind === 'read' ? 256 * 4 : n], { seed: 2, backend: g });
+  // each workgroup moves perThread x 256 vec4s, each warp's accesses contiguous; a read-only pass keeps one
+  // sum per invocation and writes it only if it is impossible (so nothing is written, yet nothing is elided);
+  // the same dead branch keeps x bound in the write-only pass
+  const move = { copy: 'y[i] = x[i];', read: 'acc += x[i];', write: 'y[i] = vec4<f32>(f32(i));' }[kind as 'copy' | 'read' | 'write'];
+  const prog = program({
+    name: `${kind}4`,
+    inputs: { x: 'f32' },
+    outputs: { y: 'f32' },
+    views: { x: 'vec4<f32>', y: 'vec4<f32>' },
+    uniforms: { n4: 'u32' },
+    workgroupSize: 256,
+    main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
   var acc = vec4<f32>(0.0);
   for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { ${move} } }
   if (acc.x == -12345.678) { y[lid.x] = acc + x[lid.x]; }`,
-    });
-    const t = await timeOnGpu(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension)), { reps });
-    const bytes = (c.kind === 'copy' ? 2 : 1) * 4 * n;
-    return { perThread, ...t, bytes, GBps: bytes / t.medianMs / 1e6 };
-  }
-  const { M, N, K } = c;
-  if (c.wDType === 'i8') return quantizedGemv(g, c, reps);
-  const transB = c.transB ?? c.kind === 'gemv';
-  const hostA = randn([M, K], { seed });
-  const hostB = randn(transB ? [N, K] : [K, N], { seed: 2, dtype: c.wDType ?? 'f32' });
-  const a = await hostA.to(g);
-  const b = await hostB.to(g);
-  const out = randn([M, N], { seed: 3, backend: g });
-  const inputs: Tensor[] = [a, b];
-  const dispatch =
-    c.kind === 'gemv'
-      ? () => g.run(gemvProgram('f32', b.dtype, M, {}, gemv), inputs, [out], { N, K }, grid1d(N, gemv.rowsPerGroup, g.limits.maxComputeWorkgroupsPerDimension))
-      : () => g.run(gemmProgram('f32', b.dtype, transB, {}, K % 4 === 0 && N % 4 === 0, tile), inputs, [out], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
-  const t = await timeOnGpu(g, dispatch, { reps });
-  const check = await spotCheck(await hostA.data(), await hostB.data(), await out.data(), M, N, K, transB);
+  });
+  const groups = grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension!);
+  return { run: () => g.run(prog, [x], [y], { n4: n / 4 }, groups), bytes: (kind === 'copy' ? 2 : 1) * 4 * n, extra: { perThread }, dispose: () => disposeAll(x, y) };
+}
+
+/** Matrix product or GEMV: the kernels directly on WebGPU (tile / GEMV shape options), the public ops on the CPU. */
+async function productCase(ctx: CaseContext, s: Shape): Promise<Timed> {
+  const { M, N, K } = s;
+  const transB = s.transB ?? s.kind === 'gemv';
+  const hostA = randn([M, K], { seed: 1 });
+  const hostB = randn(transB ? [N, K] : [K, N], { seed: 2, dtype: s.wDType ?? 'f32' });
+  const backend: Backend = ctx.backend;
+  const a = await hostA.to(backend);
+  const b = await hostB.to(backend);
   const flops = 2 * M * N * K;
   const bytes = (M * K + M * N) * 4 + N * K * (b.dtype === 'f32' ? 4 : 2);
-  return { shape: c.kind === 'matmul' ? tile : gemv, check, ...t, TFLOPs: flops / t.medianMs / 1e9, GBps: bytes / t.medianMs / 1e6 };
+  let out: Tensor | undefined;
+  let run: () => Promise<unknown>;
+  let shape: object;
+  const g = ctx.gpu;
+  if (g) {
+    const tile = tileOf(ctx);
+    const gemv = gemvOf(ctx);
+    const o = randn([M, N], { seed: 3, backend: g });
+    out = o;
+    shape = s.kind === 'matmul' ? tile : gemv;
+    const max = (g as WebGPUBackend).limits.maxComputeWorkgroupsPerDimension!;
+    run =
+      s.kind === 'gemv'
+        ? () => g.run(gemvProgram('f32', b.dtype, M, {}, gemv), [a, b], [o], { N, K }, grid1d(N, gemv.rowsPerGroup, max))
+        : () => g.run(gemmProgram('f32', b.dtype, transB, {}, K % 4 === 0 && N % 4 === 0, tile), [a, b], [o], { M, N, K, bBatchStride: 0 }, [Math.ceil(N / tile.BN), Math.ceil(M / tile.BM), 1]);
+  } else {
+    shape = { op: transB ? 'linear' : 'matmul' };
+    run = async () => {
+      out?.dispose();
+      out = transB ? await linear(a, b) : await matmul(a, b);
+    };
+  }
+  return {
+    run,
+    flops,
+    bytes,
+    extra: { kernelShape: shape },
+    derive: (ms) => ({ TFLOPs: flops / ms / 1e9 }),
+    check: async () => spotCheck(await hostA.data(), await hostB.data(), await out!.data(), M, N, K, transB),
+    dispose: () => disposeAll(a, b, out, hostA, hostB),
+  };
 }
 
 /** y = (x codes^T) * scale with 6-bit-range codes stored one per byte, as the quantizer's artifacts hold them. */
-async function quantizedGemv(g: WebGPUBackend, c: Case, reps: number) {
-  const { M, N, K } = c;
+async function quantizedGemv(ctx: CaseContext, s: Shape): Promise<Timed> {
+  const { M, N, K } = s;
   const rng = new Rng(5);
   const codes = Int8Array.from({ length: N * K }, () => rng.int(63) - 31);
   const scales = Float32Array.from({ length: N }, () => 0.01 + 0.05 * rng.uniform());
   const hostX = randn([M, K], { seed: 1 });
-  const x = await hostX.to(g);
-  const w = tensor(codes, [N, K], { backend: g });
-  const s = tensor(scales, [N], { backend: g });
-  const t = await timeOnGpu(g, async () => (await linear(x, w, null, { rowScale: s })).dispose(), { reps });
-  const y = await linear(x, w, null, { rowScale: s });
-  const dequant = Float32Array.from(codes, (q, i) => q * scales[Math.floor(i / K)]!);
-  const check = await spotCheck(await hostX.data(), dequant, await y.data(), M, N, K, true);
-  const bytes = N * K + N * 4 + (M * K + M * N) * 4;
-  return { check, ...t, GBps: bytes / t.medianMs / 1e6 };
+  const x = await hostX.to(ctx.backend);
+  const w = tensor(codes, [N, K], { backend: ctx.backend });
+  const sc = tensor(scales, [N], { backend: ctx.backend });
+  let y: Tensor | undefined;
+  return {
+    run: async () => {
+      y?.dispose();
+      y = await linear(x, w, null, { rowScale: sc });
+    },
+    bytes: N * K + N * 4 + (M * K + M * N) * 4,
+    flops: 2 * M * N * K,
+    check: async () => {
+      const dequant = Float32Array.from(codes, (q, i) => q * scales[Math.floor(i / K)]!);
+      return spotCheck(await hostX.data(), dequant, await y!.data(), M, N, K, true);
+    },
+    dispose: () => disposeAll(x, w, sc, y, hostX),
+  };
 }
-
-const option = (name: string) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : undefined);
-const tile = parseTile(option('--tile'));
-const [rowsPerGroup, lanes, unroll] = (option('--gemv') ?? '').split('x').map(Number);
-const gemv = rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : DEFAULT_GEMV;
-
-await benchMain({ full: FULL, quick: QUICK, reps: [50, 5], run: (g, c, reps) => run(g, c, tile, gemv, Number(option('--copy')) || 4, reps) });

@@ -1,13 +1,11 @@
 /**
- * State-cell benchmark on WebGPU: the per-token decode cost of the fused cell (one row, one dispatch) for
- * K = 1, 2, 4 Euler steps, and prefill rows/s (one row per token). NanoHammer's sizes: D = 512, 16 heads of
- * 32; the MLP width is unknown (spec 2.6), 64 and 128 are tried.
- * A script until tools/bench exists: `node cell.ts [--quick] [--case NAME]...`. Each result is one JSON line
- * on stdout: GPU time per call from timestamp queries, and wall-clock time per call.
+ * State-cell benchmark cases (component `state-cell`): the per-token decode cost of the fused cell (one row,
+ * one dispatch) for K = 1, 2, 4 Euler steps, and prefill rows/s (one row per token). NanoHammer's sizes:
+ * D = 512, 16 heads of 32; the MLP width is unknown (spec 2.6), 64 and 128 are tried.
+ * Run by tools/bench: `npx phalanx bench state-cell [--quick] [--case NAME]...`.
  */
-import { type Tensor, full, randn } from '@phalanx/core';
-import { type WebGPUBackend, timeOnGpu } from '@phalanx/webgpu';
-import { benchMain } from '../../../tools/bench/harness.js';
+import { type Backend, type Tensor, full, randn } from '@phalanx/core';
+import { type CaseContext, type Timed, defineCases } from '../../../tools/bench/harness.js';
 import { type StateCellParams, stateCell } from '../src/index.js';
 
 interface Case {
@@ -30,7 +28,7 @@ const FULL: Case[] = [
 
 const QUICK: Case[] = [FULL[0]!, { name: 'prefill-K1-h64-T64', rows: 64, hidden: 64, steps: 1 }];
 
-function params(g: WebGPUBackend, hidden: number): StateCellParams {
+function params(g: Backend, hidden: number): StateCellParams {
   return {
     stepSize: randn([HEADS], { seed: 1, std: 0.1, backend: g }),
     preNorm: { weight: full([d], 1, { backend: g }), bias: randn([d], { seed: 2, std: 0.1, backend: g }) },
@@ -40,12 +38,30 @@ function params(g: WebGPUBackend, hidden: number): StateCellParams {
   };
 }
 
-async function run(g: WebGPUBackend, c: Case, reps: number) {
+async function setup(ctx: CaseContext, c: Case): Promise<Timed> {
+  const g = ctx.backend;
   const p = params(g, c.hidden);
   const S = randn([c.rows, D], { seed: 8, backend: g });
-  const t = await timeOnGpu(g, async () => (await stateCell(S, p, { heads: HEADS, steps: c.steps })).dispose(), { reps });
-  [S, p.stepSize, p.preNorm.weight, p.preNorm.bias, p.fc1.weight, p.fc1.bias, p.fc2.weight, p.fc2.bias, p.postNorm.weight, p.postNorm.bias].forEach((t) => (t as Tensor | null | undefined)?.dispose());
-  return { D, heads: HEADS, ...t, rowsPerS: c.rows / (t.medianMs / 1000) };
+  return {
+    run: async () => (await stateCell(S, p, { heads: HEADS, steps: c.steps })).dispose(),
+    derive: (ms) => ({ rowsPerS: c.rows / (ms / 1000) }),
+    dispose: () =>
+      [S, p.stepSize, p.preNorm.weight, p.preNorm.bias, p.fc1.weight, p.fc1.bias, p.fc2.weight, p.fc2.bias, p.postNorm.weight, p.postNorm.bias].forEach((t) => (t as Tensor | null | undefined)?.dispose()),
+  };
 }
 
-await benchMain({ full: FULL, quick: QUICK, reps: [20, 3], run });
+/** Every case once: those of the quick set also run on the CPU backend (they are small). */
+const spec = (c: Case) => {
+  const quick = QUICK.some((q) => q.name === c.name);
+  const full = FULL.some((f) => f.name === c.name);
+  return {
+    name: c.name,
+    shape: { rows: c.rows, hidden: c.hidden, steps: c.steps, D, heads: HEADS },
+    sets: [...(full ? ['full' as const] : []), ...(quick ? ['quick' as const] : [])],
+    backends: quick ? (['webgpu', 'cpu'] as const) : (['webgpu'] as const),
+    reps: [20, 3] as const,
+    setup: (ctx: CaseContext) => setup(ctx, c),
+  };
+};
+
+export const cases = defineCases('state-cell', [...FULL, ...QUICK.filter((q) => !FULL.some((f) => f.name === q.name))].map(spec));

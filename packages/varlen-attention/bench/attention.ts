@@ -1,11 +1,11 @@
 /**
- * Attention benchmark on WebGPU: the flash prefill kernel (causal and sliding-window) and the decode kernels.
- * A script until tools/bench exists: `node attention.mjs [--quick] [--case NAME]... [--reps N]`. Each result
- * is one JSON line on stdout. GPU times come from timestamp queries around each pass (median of the repeats).
+ * Attention benchmark cases (component `varlen-attention`): the flash prefill kernel (causal and
+ * sliding-window) and the decode kernels. Run by tools/bench:
+ * `npx phalanx bench varlen-attention [--quick] [--case NAME]... [--rows 4|8]`. Each case is spot-checked
+ * against float64 attention on the host. PyTorch counterpart: tools/reference/bench_attention.py.
  */
 import { Rng, type Tensor, compareClose, randn, runKernel } from '@phalanx/core';
-import { type WebGPUBackend, timeOnGpu } from '@phalanx/webgpu';
-import { benchMain } from '../../../tools/bench/harness.js';
+import { type CaseContext, type CaseSpec, type Timed, defineCases, disposeAll } from '../../../tools/bench/harness.js';
 import { DEFAULT_PREFILL_TILE } from '../src/webgpu/prefill.js';
 import { type KvAttendAttrs, type VarlenAttentionAttrs, appendKv, createKvCache, keyBounds, varlenAttention } from '../src/index.js';
 
@@ -64,31 +64,45 @@ function spotCheck(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<numb
   return { relRmse: r.relRmse, ok: r.ok };
 }
 
-async function prefill(g: WebGPUBackend, c: Case, reps: number) {
+async function prefill(ctx: CaseContext, c: Case): Promise<Timed> {
   const { T, Hq, Hkv, D } = c;
+  const rows = Number(ctx.option('rows'));
+  if (rows === 4 || rows === 8) DEFAULT_PREFILL_TILE.rows = rows;
+  const g = ctx.backend;
   const cuSeqlens = Array.from({ length: Math.ceil(T / (c.docLen ?? T)) + 1 }, (_, n) => Math.min(T, n * (c.docLen ?? T)));
   const attrs: VarlenAttentionAttrs = { T, Hq, Hkv, D, scale: 1 / Math.sqrt(D), softcap: 0, hasGain: false, hasState: false, cuSeqlens, causal: true, window: c.window ?? Infinity };
   const [q, k, v] = [Hq, Hkv, Hkv].map((heads, i) => randn([T, heads, D], { seed: i + 1, backend: g }));
   const bounds = keyBounds(attrs);
   // the public op, so the timing covers whichever kernels it routes to
   const attend = () => varlenAttention({ q: q!, k: k!, v: v! }, { cuSeqlens, window: c.window });
-  const t = await timeOnGpu(g, async () => (await attend()).dispose(), { reps });
-  const out = await attend();
-  const rng = new Rng(7);
-  const rows = Array.from({ length: 16 }, (): [number, number, number, number] => {
-    const [i, h] = [rng.int(T), rng.int(Hq)];
-    return [(i * Hq + h) * D, (i * Hq + h) * D, bounds[2 * i]!, bounds[2 * i + 1]!];
-  });
-  const check = spotCheck(await q!.data(), await k!.data(), await v!.data(), await out.data(), rows, c);
   let pairs = 0; // (query, key) pairs the mask keeps, per head
   for (let i = 0; i < T; i++) pairs += bounds[2 * i + 1]! - bounds[2 * i]! + 1;
   const flops = 4 * pairs * D * Hq;
-  [q, k, v, out].forEach((x) => x!.dispose());
-  return { check, ...t, TFLOPs: flops / t.medianMs / 1e9 };
+  return {
+    run: async () => (await attend()).dispose(),
+    flops,
+    bytes: (T * Hq * D * 2 + T * Hkv * D * 2) * 4,
+    derive: (ms) => ({ TFLOPs: flops / ms / 1e9 }),
+    check: async () => {
+      const out = await attend();
+      const rng = new Rng(7);
+      const picked = Array.from({ length: 16 }, (): [number, number, number, number] => {
+        const [i, h] = [rng.int(T), rng.int(Hq)];
+        return [(i * Hq + h) * D, (i * Hq + h) * D, bounds[2 * i]!, bounds[2 * i + 1]!];
+      });
+      try {
+        return spotCheck(await q!.data(), await k!.data(), await v!.data(), await out.data(), picked, c);
+      } finally {
+        out.dispose();
+      }
+    },
+    dispose: () => disposeAll(q, k, v),
+  };
 }
 
-async function decode(g: WebGPUBackend, c: Case, reps: number) {
+async function decode(ctx: CaseContext, c: Case): Promise<Timed> {
   const { T, Hq, Hkv, D } = c;
+  const g = ctx.backend;
   const cache = createKvCache({ batch: 1, heads: Hkv, dim: D, capacity: T, window: c.window, backend: g });
   const [k, v] = [2, 3].map((seed) => randn([T, Hkv, D], { seed, backend: g }));
   await appendKv(cache, { k: k!, v: v! });
@@ -96,20 +110,28 @@ async function decode(g: WebGPUBackend, c: Case, reps: number) {
   const keys = Math.min(T, cache.window + 1);
   const attrs: KvAttendAttrs = { Hq, Hkv, D, scale: 1 / Math.sqrt(D), softcap: 0, hasGain: false, hasState: false, batch: 1, slots: cache.slots, window: cache.window, maxKeys: keys };
   let out: Tensor | undefined;
-  const t = await timeOnGpu(g, async () => {
-    out?.dispose();
-    out = (await runKernel('kvAttend', [q, cache.k, cache.v, cache.positions], attrs))[0]!;
-  }, { reps });
   const rows = Array.from({ length: Hq }, (_, h): [number, number, number, number] => [h * D, h * D, T - keys, T - 1]);
-  const check = spotCheck(await q.data(), await k!.data(), await v!.data(), await out!.data(), rows, c);
-  const bytes = 2 * keys * Hkv * D * 4; // the cached keys and values it reads
-  [q, k!, v!, out!].forEach((x) => x.dispose());
-  cache.dispose();
-  return { check, ...t, GBps: bytes / t.medianMs / 1e6 };
+  return {
+    run: async () => {
+      out?.dispose();
+      out = (await runKernel('kvAttend', [q, cache.k, cache.v, cache.positions], attrs))[0]!;
+    },
+    bytes: 2 * keys * Hkv * D * 4, // the cached keys and values it reads
+    check: async () => spotCheck(await q.data(), await k!.data(), await v!.data(), await out!.data(), rows, c),
+    dispose: () => {
+      disposeAll(q, k, v, out);
+      cache.dispose();
+    },
+  };
 }
 
-// `--rows N`: query rows per thread of the tiled prefill kernel (a tuning knob; the default is DEFAULT_PREFILL_TILE)
-const rowsOption = process.argv.includes('--rows') ? Number(process.argv[process.argv.indexOf('--rows') + 1]) : undefined;
-if (rowsOption === 4 || rowsOption === 8) DEFAULT_PREFILL_TILE.rows = rowsOption;
+const spec = (c: Case, sets: CaseSpec['sets']): CaseSpec => ({
+  name: c.name,
+  shape: { kind: c.kind, T: c.T, Hq: c.Hq, Hkv: c.Hkv, D: c.D, window: c.window, docLen: c.docLen },
+  sets,
+  // the full sizes are GPU work; the float64 CPU reference runs the small ones
+  backends: sets?.includes('quick') ? ['webgpu', 'cpu'] : ['webgpu'],
+  setup: (ctx) => (c.kind === 'prefill' ? prefill(ctx, c) : decode(ctx, c)),
+});
 
-await benchMain({ full: FULL, quick: QUICK, run: (g, c, reps) => (c.kind === 'prefill' ? prefill(g, c, reps) : decode(g, c, reps)) });
+export const cases = defineCases('varlen-attention', [...FULL.map((c) => spec(c, ['full'])), ...QUICK.map((c) => spec(c, ['quick']))]);

@@ -1,0 +1,394 @@
+/**
+ * The decode study of issue #10 (component `decode`): a Spartacus-geometry model against a Llama-3.2-1B-geometry
+ * model, both built by the @phalanx/models presets from a Hugging Face config.json (through parseConfig, so
+ * the geometry is explicit below) with random weights, decoding one token at a time at several context lengths.
+ *
+ * One step = `forward([[id]], { state, lastOnly: true })` + greedy `sample` (reads the next id back), as
+ * `generate` does; timed by the wall clock, one step at a time. The GPU time of the same steps (timestamps,
+ * every pass summed) is reported beside it. Per context: median / min / max over the steps of two rounds
+ * (the contexts are visited round-robin, so all see the same clocks and memory placement).
+ *
+ * The context is synthesised, not prefilled: llama's KV caches are filled with random keys and values of the
+ * context's length (`appendKv`) and the state's position set; Spartacus's per-layer monoid states [1, H, D, D]
+ * are set to random values and the position set. This is exact for decode time: a step reads every cached key
+ * and value (or the fixed-size state) whatever their values, RoPE's cost does not depend on the position, and
+ * no kernel branches on the data. One context is also reached by a real prefill (`-real`) to show it.
+ *
+ * Memory: f32 weights are ~5-6 GB per model, llama's f32 KV at 64K is 4 GiB; the full study wants a GPU of
+ * 40 GB or more. `--quick` runs a tiny geometry at contexts 16 and 64.
+ */
+import { type ModelConfig, expandLayers, parseConfig } from '@phalanx/checkpoint';
+import { type Backend, Rng, type Tensor, empty, tensor } from '@phalanx/core';
+import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights } from '@phalanx/models';
+import { sample } from '@phalanx/ops';
+import { appendKv, type KvCache } from '@phalanx/varlen-attention';
+import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
+import { type CaseContext, type CaseSpec, type Row, defineCases, gpuMsOf, inputValues, median, timeCall } from './harness.js';
+
+/** Llama-3.2-1B's config.json (geometry, RoPE with llama3 scaling, tied embeddings). */
+export const LLAMA_1B = {
+  model_type: 'llama',
+  vocab_size: 128256,
+  hidden_size: 2048,
+  intermediate_size: 8192,
+  num_hidden_layers: 16,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  head_dim: 64,
+  hidden_act: 'silu',
+  rms_norm_eps: 1e-5,
+  max_position_embeddings: 131072,
+  rope_theta: 500000,
+  rope_scaling: { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+  tie_word_embeddings: true,
+  attention_bias: false,
+  mlp_bias: false,
+  bos_token_id: 128000,
+  eos_token_id: 128001,
+};
+
+/** Spartacus's geometry: Llama's body, 32 full heads of 64 with monoid attention (vector decay), tied. */
+export const SPARTACUS = {
+  model_type: 'monoid',
+  vocab_size: 128256,
+  hidden_size: 2048,
+  intermediate_size: 8192,
+  num_hidden_layers: 16,
+  num_attention_heads: 32,
+  head_dim: 64,
+  hidden_act: 'silu',
+  rms_norm_eps: 1e-5,
+  decay_variant: 'vector-logsigmoid',
+  tie_word_embeddings: true,
+  bos_token_id: 128000,
+  eos_token_id: 128001,
+};
+
+/** The same structure at a size lavapipe and the CPU reference run in seconds. */
+const TINY = { vocab_size: 512, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, head_dim: 16, bos_token_id: 1, eos_token_id: 2 };
+const TINY_LLAMA = { ...LLAMA_1B, ...TINY, num_key_value_heads: 2, max_position_embeddings: 4096, rope_scaling: { ...LLAMA_1B.rope_scaling, original_max_position_embeddings: 64 } };
+const TINY_SPARTACUS = { ...SPARTACUS, ...TINY };
+
+export const CONTEXTS = [64, 1024, 8192, 32768, 65536];
+const QUICK_CONTEXTS = [16, 64];
+
+type ModelName = 'llama' | 'spartacus';
+
+const NOTES = {
+  context:
+    'context synthesised: llama KV caches filled with random K/V of the context length (appendKv) and the position set; spartacus monoid states set to random [1,H,D,D] values and the position set. Exact for decode time: a step reads every cached key/value (or the fixed-size state) whatever the values, RoPE costs the same at any position, no kernel branches on data. The -real row reaches one context by a real prefill to show it.',
+  int8: 'int8 weights: not yet; the presets take float weights only (no per-row-scale path in @phalanx/models), so only f32 is measured',
+  step: 'one step = forward([[id]], {state, lastOnly}) + greedy sample (the next id read back); wall clock per step, steps awaited one by one',
+};
+
+const study = (model: ModelName): CaseSpec => ({
+  name: `${model}-f32`,
+  shape: { model, weights: 'f32', contexts: CONTEXTS, quickContexts: QUICK_CONTEXTS },
+  sets: ['full', 'quick'],
+  reps: [32, 4],
+  measure: (ctx, emit) => decodeStudy(ctx, model, emit),
+});
+
+export const cases = defineCases('decode', [study('spartacus'), study('llama')]);
+
+// ---------------------------------------------------------------- random weights
+
+/** pcg hash and Box-Muller: a normal draw per element, made on the GPU (no host copy of ~6 GB of weights). */
+const FILL = program({
+  name: 'bench_fill_normal',
+  outputs: { y: 'f32' },
+  uniforms: { n: 'u32', seed: 'u32', sigma: 'f32', mu: 'f32' },
+  workgroupSize: 256,
+  helpers: `fn pcg(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}`,
+  main: `  if (idx >= u.n) { return; }
+  let a = pcg(idx ^ pcg(u.seed));
+  let b = pcg(a ^ 0x9e3779b9u);
+  let u1 = (f32(a >> 8u) + 1.0) / 16777217.0;
+  let u2 = f32(b >> 8u) / 16777216.0;
+  y[idx] = u.mu + u.sigma * sqrt(-2.0 * log(u1)) * cos(6.2831853 * u2);`,
+});
+
+/** A normal(mean, std) tensor: drawn on the GPU, or on the host (a repeating block) for the CPU backend. */
+async function normal(shape: number[], seed: number, std: number, mean: number, backend: Backend, name?: string): Promise<Tensor> {
+  if (backend.name !== 'webgpu') return tensor(inputValues(shape, { seed, std, mean }), shape, { backend, name });
+  const g = backend as WebGPUBackend;
+  const t = empty(shape, { backend: g, name });
+  await g.run(FILL, [], [t], { n: t.size, seed, sigma: std, mu: mean }, grid1d(t.size, 256, g.limits.maxComputeWorkgroupsPerDimension!));
+  return t;
+}
+
+/**
+ * Random weights for every tensor the preset expects (as packages/models/test/harness.ts draws them): norm
+ * weights 1 + N(0, 0.1^2), decay biases N(3, 0.5^2) (a ~ 0.95, as at initialisation), the rest N(0, 1/fan_in).
+ */
+async function randomWeights<C extends ModelConfig>(preset: PresetDefinition<C>, config: C, backend: Backend): Promise<Weights> {
+  const tensors = new Map<string, Tensor>();
+  let seed = 1;
+  for (const e of expandLayers(preset.tensors(config), config.numHiddenLayers)) {
+    if (e.optional) continue;
+    const shape = [...((Array.isArray(e.shape![0]) ? e.shape![0] : e.shape!) as number[])];
+    const fanIn = shape[shape.length - 1] ?? 1;
+    const [std, mean] = /norm\.weight$/.test(e.name) ? [0.1, 1] : /decay_proj\.bias$/.test(e.name) ? [0.5, 3] : /h0$/.test(e.name) ? [0.02, 0] : [fanIn ** -0.5, 0];
+    tensors.set(e.name, await normal(shape, seed++, std, mean, backend, e.name));
+  }
+  await backend.sync();
+  return new Weights('random', tensors, backend);
+}
+
+// ---------------------------------------------------------------- synthesised context
+
+/** Fills a fresh state as if `context` tokens had been consumed (see the top of this file). */
+async function synthesise(model: ModelName, state: DecodeState, config: ModelConfig, context: number, backend: Backend): Promise<void> {
+  const [H, D, L] = [config.numAttentionHeads, config.headDim, config.numHiddenLayers];
+  if (model === 'llama') {
+    const caches = (state as unknown as { caches: KvCache[] }).caches;
+    const Hkv = caches[0]!.heads;
+    // one random K and V of the context's length, appended to every layer (appendKv copies them)
+    const k = await normal([context, Hkv, D], 101, 1, 0, backend, 'k');
+    const v = await normal([context, Hkv, D], 102, 1, 0, backend, 'v');
+    for (const cache of caches) await appendKv(cache, { k, v });
+    k.dispose();
+    v.dispose();
+  } else {
+    const layers: Tensor[] = [];
+    for (let l = 0; l < L; l++) layers.push(await normal([1, H, D, D], 200 + l, 0.5, 0, backend, `state${l}`));
+    (state as unknown as { layers: Tensor[] }).layers = layers;
+  }
+  state.position = context;
+  await backend.sync();
+}
+
+/** Bytes of state a step at this context reads: llama's K and V of `context` tokens, or the monoid states. */
+function stateBytesUsed(model: ModelName, config: ModelConfig, context: number): number {
+  const [H, D, L] = [config.numAttentionHeads, config.headDim, config.numHiddenLayers];
+  if (model === 'llama') return 2 * L * context * (config as { numKeyValueHeads: number }).numKeyValueHeads * D * 4;
+  return L * H * D * D * 4;
+}
+
+// ---------------------------------------------------------------- timing
+
+/** WGSL vec4 copy bandwidth (read + write) at `bytes`, in this process: the roofline's denominator. */
+async function copyGBps(g: WebGPUBackend, bytes: number): Promise<number> {
+  const n = bytes / 4;
+  const x = await normal([n], 7, 1, 0, g);
+  const y = empty([n], { backend: g });
+  const prog = program({
+    name: 'copy4',
+    inputs: { x: 'f32' },
+    outputs: { y: 'f32' },
+    views: { x: 'vec4<f32>', y: 'vec4<f32>' },
+    uniforms: { n4: 'u32' },
+    workgroupSize: 256,
+    main: '  let base = (wid.x + wid.y * nwg.x) * 1024u + lid.x;\n  for (var j = 0u; j < 4u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }',
+  });
+  const t = await timeCall(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 16, 256, g.limits.maxComputeWorkgroupsPerDimension!)), { reps: 20 });
+  x.dispose();
+  y.dispose();
+  return (2 * bytes) / t.medianMs / 1e6;
+}
+
+class Stepper {
+  private next: number;
+  constructor(
+    private readonly net: Network,
+    readonly state: DecodeState,
+    seed: number,
+  ) {
+    this.next = new Rng(seed).int(net.config.vocabSize);
+  }
+
+  /** One decode step: forward one token, greedy-sample the next (read back). */
+  async step(): Promise<void> {
+    const logits = await this.net.forward([[this.next]], { state: this.state, lastOnly: true });
+    try {
+      this.next = (await sample(logits.reshape([1, -1]), { temperature: 0 }))[0]!;
+    } finally {
+      logits.dispose();
+    }
+  }
+
+  /** Wall-clock ms of each of `n` steps. */
+  async timeSteps(n: number): Promise<number[]> {
+    const ms: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await this.step();
+      ms.push(performance.now() - t0);
+    }
+    return ms;
+  }
+}
+
+async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Partial<Row> & { name: string }) => void): Promise<void> {
+  const { backend, quick } = ctx;
+  if (!ctx.gpu && !quick && !ctx.option('override')) throw new Error('the full decode study is GPU work (~6 GB of weights per model); on the CPU backend use --quick');
+  // --override '{"vocab_size": 8192}': config.json fields over the geometry (to try other sizes)
+  const override = JSON.parse(ctx.option('override') ?? '{}') as Record<string, unknown>;
+  const json = { ...(quick ? (model === 'llama' ? TINY_LLAMA : TINY_SPARTACUS) : model === 'llama' ? LLAMA_1B : SPARTACUS), ...override };
+  const config = parseConfig(json, { file: `${model} geometry` });
+  const preset = PRESETS[config.preset] as PresetDefinition<ModelConfig> | undefined;
+  if (!preset) throw new Error(`decode study: @phalanx/models has no '${config.preset}' preset yet`);
+  const contexts = ctx.option('contexts')?.split(',').map(Number) ?? (quick ? QUICK_CONTEXTS : CONTEXTS);
+  const steps = ctx.reps;
+  const warm = quick ? 2 : 4;
+  const gpuSteps = quick ? 2 : 8;
+  const rounds = Number(ctx.option('rounds')) || 2;
+  const prefillTs = ctx.option('prefill')?.split(',').map(Number) ?? (quick ? [16] : [512, 2048, 8192]);
+  const realContext = quick ? 16 : 1024;
+
+  let t0 = performance.now();
+  const weights = await randomWeights(preset, config, backend);
+  const net = preset.build(config, weights);
+  const weightBytes = weights.bytes;
+  const hidden = config.hiddenSize;
+  // tied: the head reads the whole embedding table each token; untied: the embedding contributes one row
+  const embedBytes = config.vocabSize * hidden * 4;
+  const weightBytesPerToken = weightBytes - (config.tieWordEmbeddings ? 0 : embedBytes - hidden * 4);
+  const params = weights.names.reduce((n, name) => n + weights.get(name).size, 0);
+  ctx.log(`decode ${model}: ${(weightBytes / 2 ** 30).toFixed(2)} GiB of f32 weights (${(params / 1e9).toFixed(3)} B params) in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+  // the copy's size: 1 GiB (16 MiB with --quick), or the largest power of two the device binds
+  const copyBytes = ctx.gpu ? 2 ** Math.floor(Math.log2(Math.min(quick ? 2 ** 24 : 2 ** 30, ctx.gpu.limits.maxStorageBufferBindingSize!, ctx.gpu.limits.maxBufferSize!))) : 0;
+  const copy = ctx.gpu ? await copyGBps(ctx.gpu, copyBytes) : undefined;
+
+  const common = {
+    model,
+    weights: 'f32',
+    config: json,
+    weightBytes,
+    weightBytesPerToken,
+    params,
+    copyGBps: copy,
+    rooflineMsPerToken: copy ? weightBytesPerToken / copy / 1e6 : undefined,
+    copyBytes: copy ? copyBytes : undefined,
+  };
+
+  // the first decode step of a fresh network (from an 8-token synthesised context): pipeline compilation
+  let compileMs: number;
+  {
+    const state = net.createState(1, 16);
+    await synthesise(model, state, config, 8, backend);
+    const s = new Stepper(net, state, 1);
+    t0 = performance.now();
+    await s.step();
+    compileMs = performance.now() - t0;
+    state.dispose();
+  }
+
+  // states at every context, filled
+  const capacity = (c: number) => c + rounds * (warm + steps + gpuSteps) + 8;
+  const steppers: Stepper[] = [];
+  for (const [i, c] of contexts.entries()) {
+    t0 = performance.now();
+    const state = net.createState(1, capacity(c));
+    await synthesise(model, state, config, c, backend);
+    steppers.push(new Stepper(net, state, 10 + i));
+    ctx.log(`decode ${model}: context ${c} synthesised in ${(performance.now() - t0).toFixed(0)} ms (state ${(state.bytes / 2 ** 20).toFixed(1)} MiB allocated)`);
+  }
+
+  const samples: number[][] = contexts.map(() => []);
+  const gpu: number[][] = contexts.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, s] of steppers.entries()) {
+      await s.timeSteps(warm);
+      samples[i]!.push(...(await s.timeSteps(steps)));
+      if (ctx.gpu) {
+        const ms = await gpuMsOf(ctx.gpu, () => s.timeSteps(gpuSteps));
+        if (ms !== undefined) gpu[i]!.push(ms / gpuSteps);
+      }
+    }
+  }
+
+  const row = (name: string, context: number, ms: number[], gpuMs: number[], state: DecodeState, extra: object = {}) => {
+    const med = median(ms);
+    const used = stateBytesUsed(model, config, context);
+    // a step reads the weights once and the state (llama: the K/V of the context; spartacus: the states, read and written)
+    const readBytes = weightBytesPerToken + (model === 'llama' ? used : 2 * used);
+    emit({
+      name,
+      ...common,
+      context,
+      firstMs: compileMs,
+      medianMs: med,
+      minMs: Math.min(...ms),
+      maxMs: Math.max(...ms),
+      wallMs: med,
+      gpuMsPerToken: gpuMs.length ? median(gpuMs) : undefined,
+      msPerToken: med,
+      tokensPerSec: 1000 / med,
+      reps: ms.length,
+      rounds,
+      bytes: weightBytesPerToken,
+      GBps: weightBytesPerToken / med / 1e6,
+      stateBytesAllocated: state.bytes,
+      stateBytesUsed: used,
+      readBytesPerToken: readBytes,
+      ofRoofline: copy ? weightBytesPerToken / copy / 1e6 / med : undefined,
+      ofRooflineWithState: copy ? readBytes / copy / 1e6 / med : undefined,
+      synthesised: true,
+      timing: 'wall per step (forward + greedy sample, awaited)',
+      ...extra,
+    });
+  };
+  for (const [i, c] of contexts.entries()) row(`decode-${model}-ctx${c}`, c, samples[i]!, gpu[i]!, steppers[i]!.state);
+  for (const s of steppers) s.state.dispose();
+
+  // one context by a real prefill, decoded the same way: should match the synthesised one
+  {
+    const state = net.createState(1, realContext + warm + steps + gpuSteps + 8);
+    const ids = Array.from({ length: realContext }, (_, t) => (t * 7919 + 13) % config.vocabSize);
+    (await net.forward([ids], { state, lastOnly: true })).dispose();
+    const s = new Stepper(net, state, 99);
+    await s.timeSteps(warm);
+    const ms = await s.timeSteps(steps);
+    const g = ctx.gpu ? await gpuMsOf(ctx.gpu, () => s.timeSteps(gpuSteps)) : undefined;
+    row(`decode-${model}-ctx${realContext}-real`, realContext, ms, g !== undefined ? [g / gpuSteps] : [], state, { synthesised: false });
+    state.dispose();
+  }
+
+  // prefill tokens/s vs T (a fresh state per call, logits of the last position only). FLOPs: 2 per
+  // non-embedding weight per token, plus the head once (attention scores left out: an approximation)
+  const bodyParams = params - config.vocabSize * hidden * (config.tieWordEmbeddings ? 1 : 2);
+  const prefillFlops = (T: number) => 2 * bodyParams * T + 2 * config.vocabSize * hidden;
+  for (const T of prefillTs) {
+    const ids = Array.from({ length: T }, (_, t) => (t * 7919 + 13) % config.vocabSize);
+    try {
+      const t = await timeCall(
+        backend,
+        async () => {
+          const state = net.createState(1, T);
+          try {
+            (await net.forward([ids], { state, lastOnly: true })).dispose();
+          } finally {
+            state.dispose();
+          }
+        },
+        { reps: quick ? 2 : 3, rounds: quick ? 2 : 3, warmupMs: 0, warmupCalls: 1 },
+      );
+      emit({
+        name: `prefill-${model}-T${T}`,
+        model,
+        weights: 'f32',
+        T,
+        firstMs: t.firstMs,
+        medianMs: t.wallMs,
+        minMs: t.wallMinMs,
+        maxMs: t.wallMaxMs,
+        wallMs: t.wallMs,
+        gpuMs: t.medianMs,
+        reps: t.reps,
+        tokensPerSec: T / (t.wallMs / 1000),
+        flops: prefillFlops(T),
+        GFLOPs: prefillFlops(T) / t.wallMs / 1e6,
+        timing: 'wall per prefill call (fresh state, lastOnly)',
+      });
+    } catch (e) {
+      emit({ name: `prefill-${model}-T${T}`, model, T, error: (e as Error).message });
+    }
+  }
+  emit({ name: `decode-${model}-notes`, notes: NOTES, compileMs, ...common });
+  net.dispose();
+}
