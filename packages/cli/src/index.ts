@@ -31,7 +31,7 @@ commands:
   chat [options]                     talk with a model through its chat template (/reset, /exit)
   inspect DIR                        config, tensors, parameter count, bytes by dtype
   eval DIR --text FILE               bits per byte of a text (sliding windows)
-  quantize DIR --out DIR             quantize by a policy (--policy golf) and report the brotli size
+  quantize DIR --out DIR             quantize by a policy (--policy golf, --method rtn) and report the brotli size
   demo                               run a kernel on the best backend and print the adapter
   bench [component...] [options]     benchmarks (in the repository; phalanx bench --help)
 
@@ -57,6 +57,7 @@ const OPTIONS = {
   window: { type: 'string' },
   stride: { type: 'string' },
   policy: { type: 'string', default: 'golf' },
+  method: { type: 'string', default: 'rtn' },
   out: { type: 'string' },
   verbose: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
@@ -64,8 +65,8 @@ const OPTIONS = {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
 
-/** The default model: the embedded tiny checkpoint (see @phalanx/tiny-models). */
-export const DEFAULT_MODEL = 'spartacus';
+/** The default model: the tiny checkpoint with the best held-out bits per byte (docs/tiny-models.md). */
+export const DEFAULT_MODEL = 'llama';
 
 export async function main(argv: string[], io: Io | ((line: string) => void) = defaultIo()): Promise<number> {
   const out: Io = typeof io === 'function' ? { log: io, write: io, info: io } : io;
@@ -256,8 +257,11 @@ async function evaluate(values: Values, positionals: string[], out: Io): Promise
 async function quantize(values: Values, positionals: string[], out: Io): Promise<number> {
   if (positionals.length !== 1) throw new UsageError('quantize takes one checkpoint directory');
   if (!values.out) throw new UsageError('quantize needs --out DIR');
-  const policy = POLICIES[values.policy];
-  if (!policy) throw new UsageError(`--policy must be one of ${Object.keys(POLICIES).join(', ')}, got ${JSON.stringify(values.policy)}`);
+  const named = POLICIES[values.policy];
+  if (!named) throw new UsageError(`--policy must be one of ${Object.keys(POLICIES).join(', ')}, got ${JSON.stringify(values.policy)}`);
+  // GPTQ needs each layer's input activations (a calibration pass through the model), which the CLI does not run yet
+  if (values.method !== 'rtn') throw new UsageError(`--method ${JSON.stringify(values.method)}: only rtn is available here (GPTQ needs calibration Hessians: use @phalanx/quantizer's accumulateHessian)`);
+  const policy = { ...named, method: 'rtn' as const };
   const dir = positionals[0]!;
   const ckpt = await openCheckpoint(dir);
   let weights;
@@ -271,7 +275,7 @@ async function quantize(values: Values, positionals: string[], out: Io): Promise
   await writeArtifact(join(values.out, 'model.quant.safetensors'), model);
   for (const f of await readdir(dir)) if (f.endsWith('.json') || f.endsWith('.jinja')) await copyFile(join(dir, f), join(values.out, f));
   const size = await artifactSize(model, { compressor: 'brotli' });
-  out.log(`quantized ${Object.keys(model.quantized).length} tensors, ${Object.keys(model.passthrough).length} passed through (policy ${values.policy})`);
+  out.log(`quantized ${Object.keys(model.quantized).length} tensors, ${Object.keys(model.passthrough).length} passed through (policy ${values.policy}, rtn)`);
   out.log(`artifact: ${JSON.stringify(size)}`);
   return 0;
 }
