@@ -70,6 +70,8 @@ export interface NanoHammerConfig extends LlamaLike {
   stateCellNorm: 'layer' | 'rms';
   stateCellActivation: 'gelu' | 'silu';
   stateCellEps: number;
+  /** Width of the cell's MLP (`state_cell_hidden_size`, default 2 x the state head dim). */
+  stateCellHiddenSize: number;
 }
 
 /** Parcae (parameter-golf #1728): the script's knobs under Hugging Face names where one exists. */
@@ -169,6 +171,7 @@ export function parseConfig(json: unknown, options: { file?: string; preset?: Pr
         stateCellNorm: f.choice('state_cell_norm', ['layer', 'rms'] as const, 'layer'),
         stateCellActivation: f.choice('state_cell_activation', ['gelu', 'silu'] as const, 'gelu'),
         stateCellEps: f.positive('state_cell_eps', 1e-5),
+        stateCellHiddenSize: f.int('state_cell_hidden_size', (2 * stateDim) / numStateHeads),
       });
     }
     case 'parcae':

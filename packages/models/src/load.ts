@@ -73,5 +73,11 @@ export async function loadFrom(source: CheckpointSource, options: LoadModelOptio
     await ckpt.close();
   }
   const network = preset.build(config, new Weights(ckpt.path, tensors, backend));
+  try {
+    await network.ready?.();
+  } catch (e) {
+    network.dispose();
+    throw e;
+  }
   return new Model(network, tokenizer, preset.maxContext(config), source.location);
 }

@@ -34,6 +34,8 @@ export interface Network {
   forward(ids: number[][], options?: NetworkForwardOptions): Promise<Tensor>;
   /** An empty state for `batch` sequences of up to `capacity` tokens (KV caches are sized by it; constant states ignore it). */
   createState(batch: number, capacity: number): DecodeState;
+  /** Resolves once the network has read what it needs from its weights (e.g. a variant detected from them), so loading reports a bad checkpoint rather than the first forward. */
+  ready?(): Promise<void>;
   dispose(): void;
 }
 

@@ -1,4 +1,4 @@
-import type { NanoHammerConfig } from '@phalanx/checkpoint';
+import { type NanoHammerConfig, expandLayers, matchTensorNames } from '@phalanx/checkpoint';
 import { type Backend, CheckpointError, assertClose, cpu, randn, relativeRmse } from '@phalanx/core';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
@@ -25,22 +25,10 @@ const variant = configOf<NanoHammerConfig>({
 });
 const ids = randomIds(2, 10, config.vocabSize, 5);
 
-/**
- * nanohammer with every tensor drawable: no config field gives the cell MLP's width, so these checkpoints use
- * `width` (fc2 `fc2Width`, to build a malformed one); `all` draws the optional tensors too.
- */
-function drawable({ width = 8, fc2Width = width, all = false }: { width?: number; fc2Width?: number; all?: boolean } = {}): PresetDefinition<NanoHammerConfig> {
-  return {
-    ...nanohammer,
-    tensors: (c) => {
-      const d = c.stateDim / c.numStateHeads;
-      const mlp: Record<string, number[]> = { 'fc1.weight': [width, d], 'fc1.bias': [width], 'fc2.weight': [d, fc2Width], 'fc2.bias': [d] };
-      return nanohammer.tensors(c).map((t) => ({ ...t, shape: t.shape ?? mlp[t.name.split('.mlp.')[1]!], optional: t.optional && !all }));
-    },
-  };
-}
+/** nanohammer drawing the optional tensors (biases) too. */
+const withOptional: PresetDefinition<NanoHammerConfig> = { ...nanohammer, tensors: (c) => nanohammer.tensors(c).map((t) => ({ ...t, optional: false })) };
 
-const weightsOf = (c: NanoHammerConfig, backend: Backend, all = c === variant) => randomWeights(drawable({ all }), c, backend, 3);
+const weightsOf = (c: NanoHammerConfig, backend: Backend) => randomWeights(c === variant ? withOptional : nanohammer, c, backend, 3);
 
 describe.each(backends.map((b) => [b.name, b] as const))('nanohammer on %s', (_, backend) => {
   const weights = weightsOf(config, backend);
@@ -95,10 +83,11 @@ describe.each(backends.map((b) => [b.name, b] as const))('nanohammer on %s', (_,
 });
 
 describe('nanohammer checkpoint', () => {
-  it('refuses a state cell whose fc2 does not match fc1 in width', () => {
-    const w = randomWeights(drawable({ width: 8, fc2Width: 9 }), config, cpu, 3);
-    expect(() => nanohammer.build(config, w)).toThrow(CheckpointError);
-    expect(() => nanohammer.build(config, w)).toThrow(/state_cell\.mlp\.fc2\.weight is \[4, 9\]; expected \[4, 8\]/);
+  it('refuses a state cell whose MLP is not state_cell_hidden_size wide', () => {
+    const expected = expandLayers(nanohammer.tensors(config), config.numHiddenLayers);
+    const present = new Map(expected.filter((e) => !e.optional).map((e) => [e.name, { shape: e.name.endsWith('mlp.fc2.weight') ? [4, 9] : (e.shape as number[]) }]));
+    expect(() => matchTensorNames('ckpt', expected, present)).toThrow(CheckpointError);
+    expect(() => matchTensorNames('ckpt', expected, present)).toThrow(/state_cell\.mlp\.fc2\.weight has shape \[4, 9\], expected \[4, 8\]/);
   });
 });
 

@@ -101,6 +101,7 @@ describe('spartacus decay variant', () => {
 
   it('an undecidable bias or layers that disagree need decay_variant', async () => {
     const near0 = spartacus.build(config, randomWeights(spartacus, config, cpu, 6));
+    await expect(near0.ready!()).rejects.toThrow(InputError); // what loadModel awaits
     await expect(near0.forward(ids)).rejects.toThrow(InputError);
     const split = spartacus.build(config, randomWeights(spartacus, config, cpu, 6, decayBias(3, -3)));
     await expect(split.forward(ids)).rejects.toThrow(ConfigError);

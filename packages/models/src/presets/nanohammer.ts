@@ -13,7 +13,7 @@
  *   logits = lm_head(norm(x))
  */
 import type { ExpectedTensor, NanoHammerConfig } from '@phalanx/checkpoint';
-import { type Backend, CheckpointError, Scratch, type Tensor, add, formatShape, sameShape, zeros } from '@phalanx/core';
+import { type Backend, Scratch, type Tensor, add, zeros } from '@phalanx/core';
 import { holographicIntegral } from '@phalanx/holographic-rope';
 import { linear, rmsNorm } from '@phalanx/ops';
 import { type StateCellParams, stateCell } from '@phalanx/state-cell';
@@ -23,7 +23,7 @@ import { attentionTensors, headWeight, llamaBodyTensors, llamaKv, llamaMlp, llam
 
 /** The state stream's tensors of a layer. */
 function stateTensors(c: NanoHammerConfig): ExpectedTensor[] {
-  const [Ds, hidden, d] = [c.stateDim, c.hiddenSize, c.stateDim / c.numStateHeads];
+  const [Ds, hidden, d, width] = [c.stateDim, c.hiddenSize, c.stateDim / c.numStateHeads, c.stateCellHiddenSize];
   const cell = 'model.layers.{l}.state_cell.';
   // an RMSNorm has no bias
   const norm = (name: string, size: number): ExpectedTensor[] => [
@@ -37,30 +37,21 @@ function stateTensors(c: NanoHammerConfig): ExpectedTensor[] {
     { name: 'model.layers.{l}.state_projection.bias', shape: [hidden], optional: true },
     { name: `${cell}step_size`, shape: [c.numStateHeads] },
     ...norm('pre_norm', d),
-    // no config field gives the cell MLP's width: cellParams checks these shapes against each other
-    { name: `${cell}mlp.fc1.weight` },
-    { name: `${cell}mlp.fc1.bias` },
-    { name: `${cell}mlp.fc2.weight` },
-    { name: `${cell}mlp.fc2.bias` },
+    { name: `${cell}mlp.fc1.weight`, shape: [width, d] },
+    { name: `${cell}mlp.fc1.bias`, shape: [width] },
+    { name: `${cell}mlp.fc2.weight`, shape: [d, width] },
+    { name: `${cell}mlp.fc2.bias`, shape: [d] },
     ...norm('post_norm', Ds),
   ];
 }
 
-/** Layer l's state-cell parameters; a CheckpointError when its MLP is not d_s -> width -> d_s for one width. */
-function cellParams(w: Weights, l: number, c: NanoHammerConfig): StateCellParams {
+/** Layer l's state-cell parameters (their shapes were checked against the config when the checkpoint was matched). */
+function cellParams(w: Weights, l: number): StateCellParams {
   const name = (suffix: string) => `model.layers.${l}.state_cell.${suffix}`;
-  const d = c.stateDim / c.numStateHeads;
-  const fc1 = w.get(name('mlp.fc1.weight'));
-  const width = fc1.shape[0]!;
-  const mlp: [string, number[]][] = [['mlp.fc1.weight', [width, d]], ['mlp.fc1.bias', [width]], ['mlp.fc2.weight', [d, width]], ['mlp.fc2.bias', [d]]];
-  for (const [suffix, shape] of mlp) {
-    const t = w.get(name(suffix));
-    if (!sameShape(t.shape, shape)) throw new CheckpointError(w.file, `${name(suffix)} is ${formatShape(t.shape)}; expected ${formatShape(shape)} (state heads of ${d} dims, an MLP ${width} wide)`);
-  }
   return {
     stepSize: w.get(name('step_size')),
     preNorm: { weight: w.get(name('pre_norm.weight')), bias: w.optional(name('pre_norm.bias')) },
-    fc1: { weight: fc1, bias: w.get(name('mlp.fc1.bias')) },
+    fc1: { weight: w.get(name('mlp.fc1.weight')), bias: w.get(name('mlp.fc1.bias')) },
     fc2: { weight: w.get(name('mlp.fc2.weight')), bias: w.get(name('mlp.fc2.bias')) },
     postNorm: { weight: w.get(name('post_norm.weight')), bias: w.optional(name('post_norm.bias')) },
   };
@@ -102,7 +93,7 @@ class NanoHammerNetwork implements Network {
     readonly config: NanoHammerConfig,
     private readonly w: Weights,
   ) {
-    this.cells = Array.from({ length: config.numHiddenLayers }, (_, l) => cellParams(w, l, config));
+    this.cells = Array.from({ length: config.numHiddenLayers }, (_, l) => cellParams(w, l));
   }
 
   get backend() {

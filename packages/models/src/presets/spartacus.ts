@@ -125,6 +125,11 @@ export class SpartacusNetwork implements Network {
     this.w.dispose();
   }
 
+  /** Detects the decay variant now when config.json does not name it, so loadModel reports a bad checkpoint. */
+  async ready(): Promise<void> {
+    await this.attentions();
+  }
+
   /** The layers' attention, detecting the decay variant on first use when config.json does not name it (detection reads decay_proj.bias back: async, and build is not). */
   private attentions(): Promise<MonoidAttention[]> {
     this.attention ??= this.detectDecay().then((decay) => this.layers(decay));
