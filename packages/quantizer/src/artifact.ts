@@ -4,19 +4,16 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliCompress, constants as zlib } from 'node:zlib';
 import { openCheckpoint, writeSafetensors } from '@phalanx/checkpoint';
-import { type Tensor, CheckpointError, InputError, sizeOf, tensor } from '@phalanx/core';
-import { packBits, packedBytes, unpackBits } from './pack.js';
+import { type Tensor, CheckpointError, InputError } from '@phalanx/core';
+import { type CodeLayout, packQuantized, packedBytes, quantizedDims, unpackQuantized } from './pack.js';
 import { type QuantizedModel } from './policy.js';
-import { type QuantMethod } from './quantize.js';
+import { type QuantMethod, type QuantizedTensor } from './quantize.js';
 
 /** `__metadata__.format` of a quantized artifact. */
 export const ARTIFACT_FORMAT = 'phalanx-quantized';
 /** `__metadata__` key holding the JSON description of the artifact. */
 export const ARTIFACT_KEY = 'phalanx.quantizer';
 const VERSION = 1;
-
-/** How codes are stored: bit-packed (ceil(n*bits/8) bytes) or one int8 per code, as the reference does. */
-export type CodeLayout = 'packed' | 'int8';
 
 interface QuantizedEntry {
   bits: number;
@@ -46,8 +43,7 @@ async function artifactTensors(model: QuantizedModel, layout: CodeLayout) {
   const description: ArtifactDescription = { version: VERSION, codes: layout, quantized: {}, passthrough: Object.keys(model.passthrough) };
   for (const [name, q] of Object.entries(model.quantized)) {
     description.quantized[name] = { bits: q.bits, clipSigmas: q.clipSigmas, method: q.method, shape: [...q.shape] };
-    const codes = layout === 'packed' ? tensor(packBits(await q.codes.data(), q.bits), [packedBytes(q.codes.size, q.bits)], { dtype: 'u8' }) : q.codes;
-    add(`${name}.codes`, codes);
+    add(`${name}.codes`, (await toLayout(q, layout)).codes);
     add(`${name}.scales`, q.scales);
   }
   for (const [name, t] of Object.entries(model.passthrough)) add(name, t);
@@ -60,8 +56,17 @@ export async function writeArtifact(path: string, model: QuantizedModel, options
   await writeSafetensors(path, tensors, metadata);
 }
 
-/** Reads an artifact written by `writeArtifact`; codes come back unpacked (i8 [rows, cols]), on the CPU. */
-export async function readArtifact(path: string): Promise<QuantizedModel> {
+function toLayout(q: QuantizedTensor, layout: CodeLayout): Promise<QuantizedTensor> {
+  return layout === 'packed' ? packQuantized(q) : unpackQuantized(q);
+}
+
+/**
+ * Reads an artifact written by `writeArtifact`, on the CPU. Codes come back in `codes` layout whatever the
+ * file holds: 'int8' (default) i8 [rows, cols]; 'packed' u8 bit streams, ready for `quantizedLinear`.
+ */
+export async function readArtifact(path: string, options: { codes?: CodeLayout } = {}): Promise<QuantizedModel> {
+  const { codes: layout = 'int8' } = options;
+  if (layout !== 'int8' && layout !== 'packed') throw new InputError(`readArtifact: codes must be 'int8' or 'packed', got ${JSON.stringify(layout)}`);
   const ckpt = await openCheckpoint(path);
   try {
     const meta = ckpt.metadata;
@@ -70,15 +75,15 @@ export async function readArtifact(path: string): Promise<QuantizedModel> {
     if (d.version !== VERSION) throw new CheckpointError(ckpt.path, `artifact version ${d.version} is not supported (expected ${VERSION})`);
     const model: QuantizedModel = { quantized: {}, passthrough: {} };
     for (const [name, e] of Object.entries(d.quantized)) {
-      const rows = e.shape[0] ?? 1;
-      const cols = sizeOf(e.shape, name) / rows;
-      const stored = await ckpt.read(`${name}.codes`);
-      const codes = d.codes === 'packed' ? tensor(unpackBits((await stored.rawData()) as Uint8Array, e.bits, rows * cols), [rows, cols], { name: `${name}.codes` }) : stored;
-      if (codes !== stored) stored.dispose();
-      if (codes.dtype !== 'i8' || codes.size !== rows * cols) throw new CheckpointError(ckpt.path, `${name}.codes is ${codes.dtype} ${codes.size} elements, expected i8 [${rows}, ${cols}]`);
       const scales = await ckpt.read(`${name}.scales`);
+      const stored: QuantizedTensor = { codes: await ckpt.read(`${name}.codes`), scales, bits: e.bits, clipSigmas: e.clipSigmas, method: e.method, shape: e.shape };
+      const [rows, cols] = quantizedDims(stored);
+      const [dtype, size] = d.codes === 'packed' ? ['u8', packedBytes(rows * cols, e.bits)] : ['i8', rows * cols];
+      if (stored.codes.dtype !== dtype || stored.codes.size !== size) throw new CheckpointError(ckpt.path, `${name}.codes is ${stored.codes.dtype} of ${stored.codes.size}, expected ${dtype} of ${size} (${d.codes} codes, [${rows}, ${cols}], ${e.bits} bits)`);
       if (scales.dtype !== 'f16' || scales.size !== rows) throw new CheckpointError(ckpt.path, `${name}.scales is ${scales.dtype} of ${scales.size}, expected f16 [${rows}]`);
-      model.quantized[name] = { codes, scales, bits: e.bits, clipSigmas: e.clipSigmas, method: e.method, shape: e.shape };
+      const q = await toLayout(stored, layout);
+      if (q.codes !== stored.codes) stored.codes.dispose();
+      model.quantized[name] = q;
     }
     for (const name of d.passthrough) model.passthrough[name] = await ckpt.read(name);
     return model;

@@ -1,6 +1,7 @@
 import { type Tensor, InputError, f32ToF16Bits, isFloat, tensor } from '@phalanx/core';
 import { type Hessian } from './gptq.js';
-import { type QuantMethod, type QuantizedTensor, assertBits, dequantize, quantize } from './quantize.js';
+import { type QuantMethod, type QuantizedTensor, dequantize, quantize } from './quantize.js';
+import { assertBits } from './sdclip.js';
 
 /** Bits and clip for one class of tensors. */
 export interface QuantClass {
@@ -48,13 +49,18 @@ export const GOLF_POLICY: QuantPolicy = Object.freeze({
 /** Named presets, for command lines and configs. */
 export const POLICIES: Readonly<Record<string, QuantPolicy>> = Object.freeze({ golf: GOLF_POLICY });
 
+/** A name contains `match` (a string) or matches it (a RegExp). */
+function nameMatches(name: string, match: string | RegExp): boolean {
+  return typeof match === 'string' ? name.includes(match) : match.test(name);
+}
+
 /**
  * What the policy does with one tensor: 'passthrough' (fp16 for floats; other dtypes as they are) or the
  * class it is quantized with.
  */
 export function classifyTensor(name: string, t: Pick<Tensor, 'size' | 'dtype'>, policy: QuantPolicy): QuantClass | 'passthrough' {
   if (!isFloat(t.dtype) || t.size <= policy.passthroughMaxElements) return 'passthrough';
-  const rule = policy.rules.find((r) => (typeof r.match === 'string' ? name.includes(r.match) : r.match.test(name)));
+  const rule = policy.rules.find((r) => nameMatches(name, r.match));
   return rule ? { bits: rule.bits, clipSigmas: rule.clipSigmas } : (policy.fallback ?? 'passthrough');
 }
 
@@ -110,10 +116,26 @@ async function toF16(t: Tensor, name: string): Promise<Tensor> {
   return tensor(Uint16Array.from(await t.data(), f32ToF16Bits), t.shape, { dtype: 'f16', name });
 }
 
-/** Every tensor back as f32 on the CPU (passthrough fp16 widened; other dtypes copied as they are). */
-export async function dequantizeModel(model: QuantizedModel): Promise<Record<string, Tensor>> {
+export interface DequantizeModelOptions {
+  /**
+   * Quantized tensors to return as bf16 (`dequantize(q, { dtype: 'bf16' })`): names containing a string or
+   * matching a RegExp. The reference does this for `tok_emb` (`{ bf16: 'tok_emb' }`), whose template dtype
+   * is bf16; by default nothing is.
+   */
+  bf16?: string | RegExp | readonly (string | RegExp)[];
+}
+
+/**
+ * Every tensor back on the CPU: quantized ones as f32 codes * scale_r (bf16 for the names in `bf16`),
+ * passthrough fp16 widened to f32, other dtypes copied as they are.
+ *
+ * @example
+ * const weights = await dequantizeModel(await readArtifact(path), { bf16: 'tok_emb' }); // as the reference loads it
+ */
+export async function dequantizeModel(model: QuantizedModel, options: DequantizeModelOptions = {}): Promise<Record<string, Tensor>> {
+  const bf16 = [options.bf16 ?? []].flat();
   const out: Record<string, Tensor> = {};
-  for (const [name, q] of Object.entries(model.quantized)) out[name] = await dequantize(q);
+  for (const [name, q] of Object.entries(model.quantized)) out[name] = await dequantize(q, { dtype: bf16.some((m) => nameMatches(name, m)) ? 'bf16' : 'f32' });
   for (const [name, t] of Object.entries(model.passthrough)) out[name] = tensor(await t.data(), t.shape, { dtype: isFloat(t.dtype) ? 'f32' : t.dtype, name });
   return out;
 }

@@ -1,6 +1,7 @@
-import { InputError, ShapeError, Tensor, assertFloat, formatShape, tensor } from '@phalanx/core';
+import { InputError, ShapeError, Tensor, assertFloat, encodeHalf, formatShape, tensor } from '@phalanx/core';
 import { type Hessian, gptqCodes, hessianMatrix } from './gptq.js';
-import { clipRange, quantizeValue, rowScales } from './sdclip.js';
+import { codeValues, quantizedDims } from './pack.js';
+import { assertBits, clipRange, quantizeValue, rowScales } from './sdclip.js';
 
 export type QuantMethod = 'rtn' | 'gptq';
 
@@ -21,21 +22,24 @@ export interface QuantizeOptions {
   actOrder?: boolean;
 }
 
-/** A quantized [rows, cols] matrix: W ~ codes * scales[row]. Tensors live on the CPU. */
+/**
+ * A quantized [rows, cols] matrix: W ~ codes * scales[row]. `quantize` returns int8 codes on the CPU;
+ * `packQuantized` / `quantizedTo(q, backend, { layout: 'packed' })` give the packed form, and the codes'
+ * dtype tells which one a tensor holds (`codeLayout`).
+ */
 export interface QuantizedTensor {
-  /** i8 [rows, cols]: integers in [-R, R]. */
+  /**
+   * i8 [rows, cols]: integers in [-R, R], one per byte; or u8 [ceil(rows*cols*bits/8)]: the same codes
+   * row-major in one bit stream (`packBits`), rows not padded.
+   */
   codes: Tensor;
-  /** f16 [rows]: one scale per output row. */
+  /** [rows], f16 from `quantize` (any float dtype works): one scale per output row. */
   scales: Tensor;
   bits: number;
   clipSigmas: number;
   method: QuantMethod;
   /** The original weight's shape (rows = shape[0]; the rest is flattened into cols). */
   shape: readonly number[];
-}
-
-export function assertBits(op: string, bits: number): void {
-  if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new InputError(`${op}: bits must be an integer in 2..8, got ${bits}`);
 }
 
 /**
@@ -95,12 +99,23 @@ async function hessianArray(h: Hessian | Tensor, cols: number, name: string): Pr
   return hessianMatrix(h);
 }
 
-/** W = codes * scale_r as an f32 tensor of the original shape, on the CPU. */
-export async function dequantize(q: QuantizedTensor): Promise<Tensor> {
-  const [rows, cols] = q.codes.shape as [number, number];
-  const codes = await q.codes.data();
+export interface DequantizeOptions {
+  /**
+   * 'f32' (default), or 'bf16': each f32 value codes * scale_r rounded to the nearest bf16 (ties to even),
+   * as the reference's `(q.float() * s.float()[:, None]).to(torch.bfloat16)` does for `tok_emb`, whose
+   * template dtype is bf16 (spec section 7, dequantization).
+   */
+  dtype?: 'f32' | 'bf16';
+}
+
+/** W = codes * scale_r (computed in f32) in the original shape, on the CPU; int8 or packed codes. */
+export async function dequantize(q: QuantizedTensor, options: DequantizeOptions = {}): Promise<Tensor> {
+  const { dtype = 'f32' } = options;
+  if (dtype !== 'f32' && dtype !== 'bf16') throw new InputError(`dequantize: dtype must be 'f32' or 'bf16', got ${JSON.stringify(dtype)}`);
+  const [rows, cols] = quantizedDims(q);
+  const codes = await codeValues(q);
   const scales = await q.scales.data();
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = codes[r * cols + c]! * scales[r]!;
-  return tensor(out, q.shape);
+  return tensor(dtype === 'bf16' ? encodeHalf('bf16', out) : out, q.shape, { dtype });
 }

@@ -1,4 +1,8 @@
-import { f16BitsToF32, f32ToF16Bits } from '@phalanx/core';
+import { InputError, f16BitsToF32, f32ToF16Bits } from '@phalanx/core';
+
+export function assertBits(op: string, bits: number): void {
+  if (!Number.isInteger(bits) || bits < 2 || bits > 8) throw new InputError(`${op}: bits must be an integer in 2..8, got ${bits}`);
+}
 
 /** The largest code of a `bits`-wide symmetric grid: codes are integers in [-R, R] (no zero point). */
 export function clipRange(bits: number): number {

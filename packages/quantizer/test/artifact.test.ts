@@ -12,8 +12,11 @@ import {
   byteShuffle,
   byteUnshuffle,
   classifyTensor,
+  codeLayout,
   createHessian,
+  dequantize,
   dequantizeModel,
+  packBits,
   quantizeModel,
   readArtifact,
   writeArtifact,
@@ -99,10 +102,60 @@ describe('artifact', () => {
     expect(header['emb.scales']).toMatchObject({ dtype: 'F16', shape: [11] });
   });
 
+  it.each(['packed', 'int8'] as const)('reads %s files back as packed codes on request', async (stored) => {
+    const m = await smallModel();
+    const path = join(dir, `as-packed-${stored}.safetensors`);
+    await writeArtifact(path, m, { codes: stored });
+    const back = await readArtifact(path, { codes: 'packed' });
+    for (const [name, q] of Object.entries(m.quantized)) {
+      const b = back.quantized[name]!;
+      expect(codeLayout(b)).toBe('packed');
+      expect(await b.codes.data()).toEqual(packBits(await q.codes.data(), q.bits));
+    }
+    expect(await values(await dequantizeModel(back))).toEqual(await values(await dequantizeModel(m)));
+  });
+
   it('refuses a safetensors file that is not an artifact', async () => {
     const path = join(dir, 'plain.safetensors');
     await writeSafetensors(path, { w: tensor([1, 2], [2]) });
     await expect(readArtifact(path)).rejects.toThrow(CheckpointError);
+  });
+});
+
+/** Whether `d` is the bf16 nearest to the f32 `v` (ties to an even mantissa), checked by bit arithmetic. */
+function isNearestBf16(v: number, d: number): boolean {
+  const bits = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0]!;
+  const [vb, db] = [bits(v), bits(d)];
+  if ((db & 0xffff) !== 0) return false;
+  const below = vb & 0xffff0000; // v truncated to bf16, and the next bf16 away from zero
+  const rest = vb & 0xffff;
+  const want = rest > 0x8000 || (rest === 0x8000 && (below & 0x10000) !== 0) ? below + 0x10000 : below;
+  return db === want >>> 0;
+}
+
+describe('bf16 rounding after dequantization (the reference for tok_emb)', () => {
+  it('rounds each f32 value codes * scale to the nearest bf16', async () => {
+    const q = (await smallModel()).quantized.emb!;
+    const f32 = await (await dequantize(q)).data();
+    const t = await dequantize(q, { dtype: 'bf16' });
+    expect([t.dtype, t.shape]).toEqual(['bf16', [11, 7]]);
+    const bf = await t.data();
+    for (let i = 0; i < f32.length; i++) expect(isNearestBf16(f32[i]!, bf[i]!), `element ${i}: ${bf[i]} for ${f32[i]}`).toBe(true);
+    // 5-bit codes times f16 scales carry more than bf16's 8 significant bits: most values move
+    expect(Array.from(f32).filter((v, i) => v !== bf[i]).length).toBeGreaterThan(f32.length / 2);
+    await expect(dequantize(q, { dtype: 'f16' as 'bf16' })).rejects.toThrow(InputError);
+  });
+
+  it('survives the artifact round trip, only for the named tensors', async () => {
+    const m = await smallModel();
+    const path = join(dir, 'bf16.safetensors');
+    await writeArtifact(path, m);
+    const back = await dequantizeModel(await readArtifact(path, { codes: 'packed' }), { bf16: 'emb' });
+    expect(back.emb!.dtype).toBe('bf16');
+    expect(await back.emb!.rawData()).toEqual(await (await dequantize(m.quantized.emb!, { dtype: 'bf16' })).rawData());
+    expect(back['conv.weight']!.dtype).toBe('f32');
+    expect(await back['conv.weight']!.data()).toEqual(await (await dequantize(m.quantized['conv.weight']!)).data());
+    expect((await dequantizeModel(m, { bf16: [/^conv\./] }))['conv.weight']!.dtype).toBe('bf16');
   });
 });
 

@@ -1,6 +1,7 @@
 import { InputError, Rng } from '@phalanx/core';
 import { describe, expect, it } from 'vitest';
 import { packBits, packedBytes, unpackBits } from '../src/index.js';
+import { unpackRange } from '../src/pack.js';
 
 describe('bit packing', () => {
   it.each([2, 3, 4, 5, 6, 7, 8])('round-trips %i-bit codes over odd lengths', (bits) => {
@@ -14,6 +15,16 @@ describe('bit packing', () => {
       expect(packed.length).toBe(Math.ceil((n * bits) / 8));
       expect(packed.length).toBe(packedBytes(n, bits));
       expect(unpackBits(packed, bits, n)).toEqual(codes);
+    }
+  });
+
+  it.each([2, 3, 5, 6, 7])('decodes any run of %i-bit codes from the middle of the stream', (bits) => {
+    const rng = new Rng(10 + bits);
+    const half = 2 ** (bits - 1);
+    const codes = Int8Array.from({ length: 200 }, () => rng.int(2 * half) - half);
+    const packed = packBits(codes, bits);
+    for (const [start, count] of [[0, 200], [1, 7], [13, 100], [199, 1], [57, 0]] as const) {
+      expect(unpackRange(packed, bits, start, new Int8Array(count))).toEqual(codes.subarray(start, start + count));
     }
   });
 

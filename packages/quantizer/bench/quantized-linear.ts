@@ -1,0 +1,125 @@
+/**
+ * Quantized linear benchmark cases (component `quantizer`): y = x W^T with W held as int8 codes (ops `linear`,
+ * one byte per weight) or packed 8/7/6/4-bit codes (the 'packedLinear' kernels), each with f16 row scales.
+ * Run by tools/bench: `npx phalanx bench quantizer [--quick] [--case NAME]... [--packed-gemv RxLxU]
+ * [--packed-tile BMxBNxBKxTMxTN]` (the last two try other shapes of the packed kernels on WebGPU).
+ *
+ * Each case times its f32 counterpart (f32 weights of the same shape through `linear`) in the same process
+ * first: the row's `f32` and `speedupVsF32`. `bytes` counts the weights only (codes + f16 scales), so GB/s
+ * and "of peak" read as weight bandwidth against the copy peak of the same call. 256 outputs are checked
+ * against float64 dot products with codes * scale.
+ */
+import { type Backend, Rng, type Tensor, compareClose, empty, randn, tensor } from '@phalanx/core';
+import { linear } from '@phalanx/ops';
+import { type CaseContext, type CaseSpec, type Timed, defineCases, disposeAll, timeCall } from '../../../tools/bench/harness.js';
+import { type PackedLinearAttrs, clipRange, packBits, packedBytes, quantizedLinear } from '../src/index.js';
+import { type PackedShapes, runPackedLinear } from '../src/webgpu.js';
+
+interface Shape {
+  M: number;
+  N: number;
+  K: number;
+  /** 'int8': i8 codes through ops `linear`; a number: packed codes of that many bits. */
+  codes: 'int8' | number;
+}
+
+const gpuOnly = ['webgpu'] as const;
+const cells = (M: number, N: number, K: number, codes: Shape['codes'][], sets: CaseSpec['sets'] = ['full'], backends: CaseSpec['backends'] = gpuOnly): CaseSpec[] =>
+  codes.map((c) => ({
+    name: `${M === 1 ? 'gemv' : `gemm-${M}`}-${N}x${K}-${c === 'int8' ? 'int8' : `int${c}p`}`,
+    shape: { M, N, K, codes: c },
+    backends,
+    sets,
+    reps: [50, 5],
+    setup: (ctx) => quantizedCase(ctx, { M, N, K, codes: c }),
+  }));
+
+export const cases = defineCases('quantizer', [
+  ...cells(1, 4096, 4096, ['int8', 8, 6, 4]),
+  ...cells(1, 8192, 2048, ['int8', 8, 6, 4]),
+  // the golf model's tied head: tok_emb is 8192 x 512 at 7 bits
+  ...cells(1, 8192, 512, [7]),
+  // prefill-sized batches through the tiled kernels
+  ...cells(512, 4096, 4096, ['int8', 6, 4]),
+  ...cells(1, 1024, 1024, [4], ['quick'], ['webgpu', 'cpu']),
+  ...cells(64, 256, 256, [6], ['quick'], ['webgpu', 'cpu']),
+]);
+
+/** `--packed-gemv RxLxU` and `--packed-tile BMxBNxBKxTMxTN`, or the defaults. */
+function shapesOf(ctx: CaseContext): PackedShapes {
+  const [rowsPerGroup, lanes, unroll] = (ctx.option('packed-gemv') ?? '').split('x').map(Number);
+  const [BM, BN, BK, TM, TN] = (ctx.option('packed-tile') ?? '').split('x').map(Number);
+  return {
+    gemv: rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : undefined,
+    tile: BM && BN && BK && TM && TN ? { BM, BN, BK, TM, TN } : undefined,
+  };
+}
+
+/** Median ms of f32 weights [N, K] through `linear`, timed as the harness times a case. */
+async function f32Baseline(ctx: CaseContext, x: Tensor, N: number, K: number) {
+  const w = randn([N, K], { seed: 2, std: K ** -0.5, backend: ctx.backend });
+  const t = await timeCall(ctx.backend, async () => (await linear(x, w)).dispose(), { reps: ctx.reps, rounds: ctx.gpu ? 5 : undefined });
+  w.dispose();
+  return { medianMs: t.medianMs, weightGBps: (4 * N * K) / t.medianMs / 1e6 };
+}
+
+/** The output at 256 random entries against float64 dot products with codes * scale: relative RMSE (NaN fails). */
+function spotCheck(x: ArrayLike<number>, codes: Int8Array, scales: ArrayLike<number>, out: ArrayLike<number>, { M, N, K }: Shape) {
+  const rng = new Rng(7);
+  const ref: number[] = [];
+  const got: number[] = [];
+  for (let s = 0; s < 256; s++) {
+    const m = rng.int(M);
+    const n = rng.int(N);
+    let acc = 0;
+    for (let k = 0; k < K; k++) acc += x[m * K + k]! * codes[n * K + k]!;
+    ref.push(acc * scales[n]!);
+    got.push(out[m * N + n]!);
+  }
+  const r = compareClose(ref, got, { rtol: 1e-5 });
+  return { relRmse: r.relRmse, ok: r.ok };
+}
+
+async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
+  const { M, N, K } = s;
+  const backend: Backend = ctx.backend;
+  const bits = s.codes === 'int8' ? 8 : s.codes;
+  const hostX = randn([M, K], { seed: 1 });
+  const x = await hostX.to(backend);
+  const f32 = await f32Baseline(ctx, x, N, K);
+
+  // codes over the SDClip range of `bits`, f16 scales
+  const rng = new Rng(5);
+  const R = clipRange(bits);
+  const codes = Int8Array.from({ length: N * K }, () => rng.int(2 * R + 1) - R);
+  const hostScales = tensor(Float32Array.from({ length: N }, () => 0.01 + 0.05 * rng.uniform()), [N], { dtype: 'f16' });
+  const scales = await hostScales.to(backend);
+  const w = s.codes === 'int8' ? tensor(codes, [N, K], { backend }) : tensor(packBits(codes, bits), [packedBytes(N * K, bits)], { dtype: 'u8', backend });
+  const g = ctx.gpu;
+  let y: Tensor | undefined;
+  let run: () => Promise<unknown>;
+  if (s.codes !== 'int8' && g) {
+    // the kernels straight, so that --packed-gemv / --packed-tile can try other shapes
+    const attrs: PackedLinearAttrs = { M, N, K, bits, hasBias: false, outShape: [M, N] };
+    const out = (y = empty([M, N], { backend }));
+    const shapes = shapesOf(ctx);
+    run = () => runPackedLinear(g, [x, w, scales], out, attrs, shapes);
+  } else {
+    const q = { codes: w, scales, bits, clipSigmas: 12, method: 'rtn' as const, shape: [N, K] };
+    run = async () => {
+      y?.dispose();
+      y = await quantizedLinear(x, q);
+    };
+  }
+  const weightBytes = (s.codes === 'int8' ? N * K : packedBytes(N * K, bits)) + 2 * N;
+  const flops = 2 * M * N * K;
+  return {
+    run,
+    flops,
+    bytes: weightBytes,
+    derive: (ms) => ({ TFLOPs: flops / ms / 1e9, speedupVsF32: f32.medianMs / ms }),
+    extra: { bitsPerWeight: (8 * weightBytes) / (N * K), f32 },
+    check: async () => spotCheck(await hostX.data(), codes, await hostScales.data(), await y!.data(), s),
+    dispose: () => disposeAll(x, w, scales, y, hostX, hostScales),
+  };
+}
