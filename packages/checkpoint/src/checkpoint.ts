@@ -7,6 +7,8 @@ export const SINGLE_FILE = 'model.safetensors';
 export interface LoadOptions {
   /** Where tensors are created. Default: the CPU. */
   backend?: Backend;
+  /** Refuse a float tensor holding NaN or Infinity (a CheckpointError naming it and the first such element). Default false. */
+  checkFinite?: boolean;
   /** Called after every chunk read; `bytesDone`/`bytesTotal` cover the whole `read`/`readAll` call. */
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -68,7 +70,7 @@ export class Checkpoint {
     try {
       for (const { file, info } of infos) {
         const onProgress = options.onProgress && ((e: ProgressEvent) => options.onProgress!({ ...e, bytesDone: before + e.bytesDone, bytesTotal }));
-        out[info.name] = await file.read(info.name, { backend: options.backend, onProgress });
+        out[info.name] = await file.read(info.name, { backend: options.backend, checkFinite: options.checkFinite, onProgress });
         before += info.end - info.begin;
       }
     } catch (e) {

@@ -12,6 +12,8 @@ export interface RopeConfig {
 }
 
 interface Common {
+  /** The file it was parsed from (`parseConfig`'s `file`), which presets name in their ConfigErrors. */
+  file: string;
   vocabSize: number;
   hiddenSize: number;
   numHiddenLayers: number;
@@ -167,7 +169,7 @@ export function parseConfig(json: unknown, options: { file?: string; preset?: Pr
         holographicWidth,
         holographicBase: f.positive('holographic_base', 10000),
         holographicNormalize: f.choice('holographic_normalize', ['none', 'mean', 'sqrt'] as const, 'none'),
-        stateCellSteps: f.int('state_cell_steps', 1, 0),
+        stateCellSteps: f.int('state_cell_steps', 1, 0, MAX_REPEATS),
         stateCellNorm: f.choice('state_cell_norm', ['layer', 'rms'] as const, 'layer'),
         stateCellActivation: f.choice('state_cell_activation', ['gelu', 'silu'] as const, 'gelu'),
         stateCellEps: f.positive('state_cell_eps', 1e-5),
@@ -192,7 +194,7 @@ function common(f: Fields, tieDefault: boolean, mlpDefault?: (hidden: number) =>
   const intermediateSize = f.int('intermediate_size', mlpDefault?.(hiddenSize));
   const tieWordEmbeddings = f.bool('tie_word_embeddings', tieDefault);
   const dtype = (f.optional('dtype', 'a string', isString) ?? f.optional('torch_dtype', 'a string', isString)) as string | undefined;
-  return { vocabSize, hiddenSize, numHiddenLayers, numAttentionHeads, headDim: explicitHeadDim ?? hiddenSize / numAttentionHeads, intermediateSize, tieWordEmbeddings, dtype };
+  return { file: f.file, vocabSize, hiddenSize, numHiddenLayers, numAttentionHeads, headDim: explicitHeadDim ?? hiddenSize / numAttentionHeads, intermediateSize, tieWordEmbeddings, dtype };
 }
 
 /** transformers' LlamaConfig fields and defaults (Spartacus ties its embeddings by default). */
@@ -301,7 +303,7 @@ function parcae(f: Fields): Omit<ParcaeConfig, 'extra' | 'warnings'> {
     localWindowSizeEarly: f.int('local_window_size_early', 512),
     localWindowSizeLate: f.int('local_window_size_late', 1024),
     localWindowSplitLayer,
-    numLoops: f.int('num_loops', 2, 0),
+    numLoops: f.int('num_loops', 2, 0, MAX_REPEATS),
     loopStart,
     loopEnd,
     parallelStartLayer: layerIndex('parallel_start_layer', 8, L),
@@ -324,6 +326,9 @@ function xielu(f: Fields, L: number): ParcaeConfig['xieluCoefficients'] {
   if (L !== GOLF_LAYERS) throw new ConfigError(f.file, 'xielu_coefficients', `missing: required unless num_hidden_layers is ${GOLF_LAYERS} (the golf table); expected ${L} [a_p, a_n, b_p, b_n] rows`);
   return undefined;
 }
+
+/** Repeats of a block per token (parcae's `num_loops`, nanohammer's `state_cell_steps`): each is one more pass, so an absurd count would hang the first forward. */
+const MAX_REPEATS = 1024;
 
 /** Layers of the golf record, whose xIELU table (@phalanx/ops XIELU_GOLF_COEFFICIENTS) is the default. */
 const GOLF_LAYERS = 11;
@@ -366,9 +371,10 @@ class Fields {
     return fallback;
   }
 
-  /** An integer >= `min` (default 1). */
-  int(field: string, fallback?: number, min = 1): number {
-    return this.get(field, `an integer >= ${min}`, (v) => Number.isSafeInteger(v) && (v as number) >= min, fallback);
+  /** An integer >= `min` (default 1) and <= `max`, when given. */
+  int(field: string, fallback?: number, min = 1, max?: number): number {
+    const expected = max === undefined ? `an integer >= ${min}` : `an integer from ${min} to ${max}`;
+    return this.get(field, expected, (v) => Number.isSafeInteger(v) && (v as number) >= min && (max === undefined || (v as number) <= max), fallback);
   }
 
   positive(field: string, fallback?: number): number {

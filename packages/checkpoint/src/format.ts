@@ -46,6 +46,8 @@ export interface ProgressEvent {
 export interface ReadOptions {
   /** Where the tensor is created. Default: the CPU. */
   backend?: Backend;
+  /** Refuse a float tensor holding NaN or Infinity (a CheckpointError naming it and the first such element). Default false. */
+  checkFinite?: boolean;
   /** Called after every chunk read; `bytesDone`/`bytesTotal` cover this read only. */
   onProgress?: (event: ProgressEvent) => void;
 }
@@ -134,13 +136,41 @@ function parseEntry(path: string, name: string, entry: unknown, dataStart: numbe
 }
 
 /**
- * The tensor of one header entry from its raw little-endian bytes (I64 and BOOL checked element by element),
- * named after the checkpoint tensor. On the CPU it keeps `bytes`' memory when aligned: pass bytes no one else
- * writes to.
+ * The tensor of one header entry from its raw little-endian bytes (I64 and BOOL checked element by element,
+ * floats too with `checkFinite`), named after the checkpoint tensor. On the CPU it keeps `bytes`' memory when
+ * aligned: pass bytes no one else writes to.
  */
-export function decodeTensor(path: string, info: TensorInfo, bytes: Uint8Array, backend: Backend = cpu): Tensor {
+export function decodeTensor(path: string, info: TensorInfo, bytes: Uint8Array, options: Pick<ReadOptions, 'backend' | 'checkFinite'> = {}): Tensor {
+  const { backend = cpu, checkFinite = false } = options;
+  if (checkFinite) refuseNonFinite(path, info, bytes);
   const storage = toStorage(path, info, bytes);
   return new Tensor(backend, backend === cpu ? storage : backend.upload(storage, info.dtype), info.shape, info.dtype, info.name);
+}
+
+/** Exponent bits of the float dtypes: all set is Infinity (mantissa 0) or NaN. */
+const EXPONENT: Partial<Record<SafetensorsDType, { bits: 16 | 32; mask: number; mantissa: number }>> = {
+  F32: { bits: 32, mask: 0x7f800000, mantissa: 0x007fffff },
+  F16: { bits: 16, mask: 0x7c00, mantissa: 0x03ff },
+  BF16: { bits: 16, mask: 0x7f80, mantissa: 0x007f },
+};
+
+/** Throws on the first NaN or Infinity of a float tensor's bytes, naming its flat index and coordinates. */
+function refuseNonFinite(path: string, info: TensorInfo, bytes: Uint8Array): void {
+  const e = EXPONENT[info.storedDType];
+  if (!e) return;
+  const aligned = bytes.byteOffset % (e.bits / 8) === 0 ? bytes : bytes.slice();
+  const words = e.bits === 32 ? new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.length / 4) : new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.length / 2);
+  let i = 0;
+  while (i < words.length && (words[i]! & e.mask) !== e.mask) i++; // a plain loop: this scans every weight
+  if (i === words.length) return;
+  const w = words[i]!;
+  const what = (w & e.mantissa) !== 0 ? 'NaN' : w & (e.bits === 32 ? 0x80000000 : 0x8000) ? '-Infinity' : 'Infinity';
+  const at: number[] = [];
+  for (let d = info.shape.length - 1, rest = i; d >= 0; d--) {
+    at.unshift(rest % info.shape[d]!);
+    rest = Math.floor(rest / info.shape[d]!);
+  }
+  throw new CheckpointError(path, `tensor '${info.name}': element ${i} (at ${formatShape(at)}) is ${what}`);
 }
 
 function toStorage(path: string, info: TensorInfo, bytes: Uint8Array): StorageArray {

@@ -28,7 +28,7 @@ export class SafetensorsBytes extends SafetensorsShard {
     const info = this.info(name);
     if (!this.bytes) throw new CheckpointError(this.path, `tensor '${name}': read after close()`);
     // A copy: the tensor must not alias the caller's buffer, nor keep all of it alive.
-    const t = decodeTensor(this.path, info, this.bytes.slice(info.begin, info.end), options.backend);
+    const t = decodeTensor(this.path, info, this.bytes.slice(info.begin, info.end), options);
     options.onProgress?.({ file: this.path, tensor: name, bytesDone: info.end - info.begin, bytesTotal: info.end - info.begin });
     return t;
   }

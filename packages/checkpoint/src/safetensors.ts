@@ -51,7 +51,7 @@ export class SafetensorsFile extends SafetensorsShard {
       options.onProgress?.({ file: this.path, tensor: name, bytesDone: done, bytesTotal: bytes.length });
     }
     // The CPU tensor takes the freshly read array as is: no second copy of a large weight.
-    return decodeTensor(this.path, info, bytes, options.backend);
+    return decodeTensor(this.path, info, bytes, options);
   }
 
   async close(): Promise<void> {

@@ -168,6 +168,8 @@ describe('parseConfig: spartacus, nanohammer, parcae', () => {
     const c = parseConfig({ ...LLAMA_32_1B_V4, model_type: 'nanohammer', tie_word_embeddings: false });
     expect(c).toMatchObject({ preset: 'nanohammer', numKeyValueHeads: 8, stateDim: 512, numStateHeads: 16, tieWordEmbeddings: false });
     expectConfigError({ ...LLAMA_32_1B_V4, model_type: 'nanohammer', state_dim: 500 }, 'num_state_heads', /16 heads do not divide state_dim 500/);
+    // each step is a pass through the state cell: an absurd count would hang the first forward
+    expectConfigError({ ...LLAMA_32_1B_V4, model_type: 'nanohammer', state_cell_steps: 2 ** 40 }, 'state_cell_steps', /expected an integer from 0 to 1024, got 1099511627776/);
   });
 
   const PARCAE = { model_type: 'parcae', vocab_size: 8192, hidden_size: 512, num_hidden_layers: 11, num_attention_heads: 8, num_key_value_heads: 4, rope_theta: 10000 };
@@ -186,6 +188,7 @@ describe('parseConfig: spartacus, nanohammer, parcae', () => {
     ['global_attn_layers', { global_attn_layers: [4, 11] }, /layer 11 is past the last layer \(10\)/],
     ['loop_end', { loop_start: 5, loop_end: 4 }, /4 is before loop_start 5/],
     ['rope_dims', { rope_dims: 65 }, /65 must be even and at most head_dim 64/],
+    ['num_loops', { num_loops: 1025 }, /expected an integer from 0 to 1024, got 1025/],
     ['num_key_value_heads', { num_key_value_heads: 3 }, /3 KV heads do not divide/],
     ['vocab_size', { vocab_size: undefined }, /missing/],
   ])('parcae refuses a bad %s', (field, change, pattern) => {

@@ -69,7 +69,7 @@ export function trackBackend(backend: Backend): void {
   registry.live.add(backend);
 }
 
-/** Forgets a disposed backend. */
+/** Forgets a disposed or failed backend: getBackend creates a new one instead. */
 export function untrackBackend(backend: Backend): void {
   registry.live.delete(backend);
   for (const [name, p] of registry.instances) {
@@ -118,8 +118,9 @@ export async function getBackend(name: string = 'auto'): Promise<Backend> {
     p.catch(() => registry.instances.get(name) === p && registry.instances.delete(name));
   }
   const backend = await p;
-  if (backend.disposed) {
-    registry.instances.delete(name);
+  if (backend.disposed || !registry.live.has(backend)) {
+    // disposed, or untracked by itself (a lost GPU device): start a new one
+    if (registry.instances.get(name) === p) registry.instances.delete(name);
     return getBackend(name);
   }
   return backend;

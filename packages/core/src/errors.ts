@@ -24,6 +24,11 @@ export class InputError extends PhalanxError {
   override name = 'InputError';
 }
 
+/** A computation met NaN or infinity where it needs finite numbers: non-finite weights, or activations that overflowed. */
+export class NumericsError extends PhalanxError {
+  override name = 'NumericsError';
+}
+
 /** No kernel is registered for an (op, backend) pair, or every registered kernel declined the input. */
 export class MissingKernelError extends PhalanxError {
   override name = 'MissingKernelError';

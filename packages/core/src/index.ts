@@ -30,7 +30,7 @@ export {
   storageFromBytes,
   toStorage,
 } from './dtype.js';
-export { CheckpointError, ConfigError, DeviceError, DeviceLostError, DTypeError, InputError, MissingKernelError, PhalanxError, ShapeError } from './errors.js';
+export { CheckpointError, ConfigError, DeviceError, DeviceLostError, DTypeError, InputError, MissingKernelError, NumericsError, PhalanxError, ShapeError } from './errors.js';
 export { type KernelFn, type KernelSpec, type KernelVerify, fallbackCounts, getKernels, registerKernel, runKernel } from './kernels.js';
 export { type CloseOptions, type CloseReport, assertClose, compareClose, relativeRmse } from './numerics.js';
 export { type BinaryAttrs, type CastAttrs, type ScaleAttrs, type SumAttrs, CAST_TARGETS, add, arithmeticDType, cast, copy, mul, scale, sum } from './ops.js';

@@ -3,7 +3,7 @@
  * the SwiGLU MLP, and attention that prefills a KV cache or decodes one token from it.
  */
 import { type Backend, InputError, Scratch, type Tensor } from '@phalanx/core';
-import { embedding, linear, rmsNorm, softcap, swiglu } from '@phalanx/ops';
+import { type LinearWeight, embedding, linear, rmsNorm, softcap, swiglu } from '@phalanx/ops';
 import { type KvCache, type ScoreOptions, appendKv, attendStep, createKvCache, varlenAttention } from '@phalanx/varlen-attention';
 import type { DecodeState } from './network.js';
 
@@ -27,8 +27,8 @@ export interface HeadOptions {
   /** The final RMSNorm's weight; null for a weightless norm. */
   norm: Tensor | null;
   eps: number;
-  /** [V, hidden]: lm_head, or the embedding when tied. */
-  head: Tensor;
+  /** [V, hidden]: lm_head (int8 when loaded with `quantize`), or the embedding when tied. */
+  head: LinearWeight;
   /** Logit softcap c (c tanh(z / c)); none when absent. */
   softcap?: number;
   lastOnly?: boolean;
@@ -48,7 +48,7 @@ export async function logitsHead(x: Tensor, options: HeadOptions): Promise<Tenso
 }
 
 /** down(silu(gate x) * up x). */
-export async function swigluMlp(x: Tensor, gate: Tensor, up: Tensor, down: Tensor): Promise<Tensor> {
+export async function swigluMlp(x: Tensor, gate: LinearWeight, up: LinearWeight, down: LinearWeight): Promise<Tensor> {
   const s = new Scratch();
   try {
     const g = await s.keep(linear(x, gate));
@@ -104,8 +104,8 @@ export class KvState implements DecodeState {
     backend: Backend,
   ) {
     this.caches = layers.map((l) =>
-      // a windowed layer keeps a ring of window + 1 tokens, whatever the context length
-      createKvCache({ batch, heads: l.heads, dim: l.dim, window: l.window, capacity: l.window === undefined ? capacity : undefined, backend }),);
+      // a windowed layer keeps a ring of window + 1 tokens whatever the context length, or capacity ones when fewer
+      createKvCache({ batch, heads: l.heads, dim: l.dim, window: l.window, capacity, backend }),);
   }
 
   get bytes(): number {

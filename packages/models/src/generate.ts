@@ -1,4 +1,4 @@
-import { InputError, Rng } from '@phalanx/core';
+import { InputError, NumericsError, Rng, type Tensor } from '@phalanx/core';
 import { sample } from '@phalanx/ops';
 import type { Network } from './network.js';
 import { createTextStream, findStop } from './text-stream.js';
@@ -128,14 +128,20 @@ export async function* generateTokens(
   let prefillMs = 0;
   const decodeStart = { t: 0 };
   try {
+    /** The next id from a forward's last logits; non-finite ones (the sampler checks them) are a NumericsError saying where. */
+    const pick = async (logits: Tensor): Promise<number> => {
+      try {
+        return (await sample(logits.reshape([1, -1]), { temperature, topK, topP, rng }))[0]!;
+      } catch (e) {
+        if (!(e instanceof NumericsError)) throw e;
+        const why = 'the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed';
+        throw new NumericsError(`generate: non-finite logits after ${state.position} tokens (${e.message}): ${why}`, { cause: e });
+      } finally {
+        logits.dispose();
+      }
+    };
     const t0 = performance.now();
-    let logits = await network.forward([ids], { state, lastOnly: true });
-    let next: number;
-    try {
-      next = (await sample(logits.reshape([1, -1]), { temperature, topK, topP, rng }))[0]!;
-    } finally {
-      logits.dispose();
-    }
+    let next = await pick(await network.forward([ids], { state, lastOnly: true }));
     prefillMs = performance.now() - t0;
     decodeStart.t = performance.now();
     while (true) {
@@ -159,12 +165,7 @@ export async function* generateTokens(
         break;
       }
       if (tokenIds.length >= maxNewTokens) break; // no forward for a token nobody will read
-      logits = await network.forward([[next]], { state, lastOnly: true });
-      try {
-        next = (await sample(logits.reshape([1, -1]), { temperature, topK, topP, rng }))[0]!;
-      } finally {
-        logits.dispose();
-      }
+      next = await pick(await network.forward([[next]], { state, lastOnly: true }));
     }
     if (stream && stopReason !== 'stop') {
       const rest = pending + stream.flush();

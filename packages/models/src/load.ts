@@ -1,9 +1,11 @@
 import { type ModelConfig, expandLayers, matchTensorNames, parseConfig } from '@phalanx/checkpoint/bytes';
-import { type Backend, ConfigError, InputError, type Tensor, cast, getBackend } from '@phalanx/core';
+import { type Backend, ConfigError, DeviceError, DeviceLostError, InputError, type Tensor, cast, formatShape, getBackend } from '@phalanx/core';
 import '@phalanx/webgpu'; // registers the 'webgpu' backend for 'auto'
+import type { LinearWeight } from '@phalanx/ops';
 import { Model } from './model.js';
 import { type PresetDefinition, Weights } from './network.js';
 import { PRESETS } from './presets/index.js';
+import { type QuantizeOption, isQuantized, quantizeClipSigmas, quantizeInt8 } from './quantize.js';
 import { type CheckpointSource, readJson } from './source.js';
 import { readTokenizer } from './tokenizer.js';
 
@@ -15,6 +17,17 @@ export interface LoadModelOptions {
    * halve their memory and bandwidth (kernels upcast on read; arithmetic stays f32). Other tensors are f32.
    */
   dtype?: 'f32' | 'f16' | 'bf16';
+  /**
+   * 'int8' (or `{ bits: 8, clipSigmas }`): the attention and MLP projections and an untied lm_head are held as
+   * int8 codes with one f16 scale per output row (round-to-nearest, SDClip scales; ~4x smaller than f32) and
+   * run through the int8 kernels of `linear`. Embeddings, norms and other tensors follow `dtype`.
+   */
+  quantize?: QuantizeOption;
+  /**
+   * Scan every float weight for NaN and Infinity as it is read, refusing the checkpoint with a CheckpointError
+   * naming the tensor and the first bad element. Default false: it costs one more pass over every weight on the CPU.
+   */
+  checkWeights?: boolean;
   /** Progress over the checkpoint's bytes: downloading them (from a URL), then reading its tensors. */
   onProgress?: (event: LoadProgressEvent) => void;
   /** The fetch used for a URL source (default: globalThis.fetch), e.g. to add headers or a cache. */
@@ -49,25 +62,33 @@ export async function loadFrom(source: CheckpointSource, options: LoadModelOptio
   const backend = typeof options.backend === 'object' ? options.backend : await getBackend(options.backend ?? 'auto');
   const dtype = options.dtype ?? 'f32';
   if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new InputError(`loadModel: dtype must be 'f32', 'f16' or 'bf16', got ${JSON.stringify(dtype)}`);
+  const clipSigmas = quantizeClipSigmas(options.quantize);
 
   const tokenizer = await readTokenizer(source); // before the weights: a bad tokenizer file fails fast
   const ckpt = await source.openCheckpoint();
-  const tensors = new Map<string, Tensor>();
+  const tensors = new Map<string, LinearWeight>();
   try {
+    // every layer holds tensors: more layers than tensors is a wrong config, refused before listing them all
+    if (config.numHiddenLayers > ckpt.names.length) throw new ConfigError(configFile, 'num_hidden_layers', `${config.numHiddenLayers} layers, but ${ckpt.path} holds ${ckpt.names.length} tensors`);
     const expected = expandLayers(preset.tensors(config), config.numHiddenLayers);
     const names = matchTensorNames(ckpt.path, expected, ckpt.tensors);
     const onProgress = options.onProgress && ((e: Omit<LoadProgressEvent, 'stage'>) => options.onProgress!({ stage: 'read', ...e }));
-    const raw = await ckpt.readAll({ names: Object.values(names), onProgress });
+    const raw = await ckpt.readAll({ names: Object.values(names), checkFinite: options.checkWeights, onProgress });
     for (const [want, have] of Object.entries(names)) {
       const t = raw[have]!;
+      if (clipSigmas !== null && isQuantized(want)) {
+        tensors.set(want, await quantizeInt8(t, clipSigmas, backend));
+        t.dispose();
+        continue;
+      }
       const target = isMatrix(want, t) ? dtype : 'f32';
       const converted = t.dtype === target ? t : await cast(t, target);
-      const placed = converted.backend === backend ? converted : await converted.to(backend);
+      const placed = converted.backend === backend ? converted : await place(converted, backend, ckpt.fileOf(have), have);
       for (const x of new Set([t, converted])) if (x !== placed) x.dispose();
       tensors.set(want, placed);
     }
   } catch (e) {
-    for (const t of tensors.values()) t.dispose();
+    new Weights(ckpt.path, tensors, backend).dispose();
     throw e;
   } finally {
     await ckpt.close();
@@ -80,4 +101,14 @@ export async function loadFrom(source: CheckpointSource, options: LoadModelOptio
     throw e;
   }
   return new Model(network, tokenizer, preset.maxContext(config), source.location);
+}
+
+/** `t` on `backend`; a tensor the device cannot hold (e.g. past its largest storage binding) is a DeviceError naming it. */
+async function place(t: Tensor, backend: Backend, file: string, name: string): Promise<Tensor> {
+  try {
+    return await t.to(backend);
+  } catch (e) {
+    if (!(e instanceof DeviceError) || e instanceof DeviceLostError) throw e;
+    throw new DeviceError(`${file}: tensor '${name}' ${formatShape(t.shape)}: ${e.message}`, { cause: e });
+  }
 }

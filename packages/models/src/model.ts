@@ -41,6 +41,10 @@ export class Model {
 
   /** A decode state for `batch` sequences of up to `capacity` tokens, to call `forward` with chunk by chunk. */
   createState(batch = 1, capacity = Math.min(this.maxContext, 4096)): DecodeState {
+    if (!Number.isInteger(batch) || batch < 1) throw new InputError(`createState: batch must be a positive integer, got ${batch}`);
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > this.maxContext) {
+      throw new InputError(`createState: capacity must be an integer in [1, ${this.maxContext}] (the model's context), got ${capacity}`);
+    }
     return this.network.createState(batch, capacity);
   }
 

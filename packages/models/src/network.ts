@@ -1,5 +1,6 @@
 import type { ExpectedTensor, ModelConfig } from '@phalanx/checkpoint';
-import { type Backend, CheckpointError, InputError, type Tensor, bytesPerElement } from '@phalanx/core';
+import { type Backend, CheckpointError, InputError, Tensor, bytesPerElement } from '@phalanx/core';
+import type { LinearWeight } from '@phalanx/ops';
 
 /**
  * What a preset keeps between calls for its sequences: recurrent states, KV caches, the last token's
@@ -30,6 +31,8 @@ export interface NetworkForwardOptions {
 export interface Network {
   readonly config: ModelConfig;
   readonly backend: Backend;
+  /** The weights it runs on (`weights.bytes`: what they hold on the backend). */
+  readonly weights: Weights;
   /** f32 logits [B, T, V] (or [B, 1, V] with lastOnly). */
   forward(ids: number[][], options?: NetworkForwardOptions): Promise<Tensor>;
   /** An empty state for `batch` sequences of up to `capacity` tokens (KV caches are sized by it; constant states ignore it). */
@@ -49,17 +52,28 @@ export interface PresetDefinition<C extends ModelConfig = ModelConfig> {
   maxContext(config: C): number;
 }
 
-/** A checkpoint's tensors on one backend, by their expected (preset) names. */
+/**
+ * A checkpoint's tensors on one backend, by their expected (preset) names. A matrix loaded with `quantize` is
+ * held as int8 codes and row scales: presets read the matrices they pass to `linear` with `matrix`, which
+ * gives either form, and everything else with `get`.
+ */
 export class Weights {
   constructor(
     /** The checkpoint, for errors. */
     readonly file: string,
-    private readonly tensors: ReadonlyMap<string, Tensor>,
+    private readonly tensors: ReadonlyMap<string, LinearWeight>,
     readonly backend: Backend,
   ) {}
 
   /** The tensor named `name`; a CheckpointError names it when absent. */
   get(name: string): Tensor {
+    const t = this.matrix(name);
+    if (!(t instanceof Tensor)) throw new Error(`Weights: ${name} is held as int8 codes (loadModel's quantize); read it with matrix()`);
+    return t;
+  }
+
+  /** A matrix for `linear`: the tensor, or its int8 codes and row scales. */
+  matrix(name: string): LinearWeight {
     const t = this.tensors.get(name);
     if (!t) throw new CheckpointError(this.file, `missing tensor ${name}`);
     return t;
@@ -67,7 +81,11 @@ export class Weights {
 
   /** The tensor, or null for an optional one the checkpoint lacks. */
   optional(name: string): Tensor | null {
-    return this.tensors.get(name) ?? null;
+    return this.tensors.has(name) ? this.get(name) : null;
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
   }
 
   /** `model.layers.{l}.` + suffix. */
@@ -75,19 +93,26 @@ export class Weights {
     return this.get(`model.layers.${l}.${suffix}`);
   }
 
+  /** `model.layers.{l}.` + suffix, as `matrix`. */
+  layerMatrix(l: number, suffix: string): LinearWeight {
+    return this.matrix(`model.layers.${l}.${suffix}`);
+  }
+
   get names(): string[] {
     return [...this.tensors.keys()];
   }
 
-  /** Bytes of all the tensors as they are held. */
+  /** Bytes of all the tensors as they are held (int8 codes: one a weight, plus the scales). */
   get bytes(): number {
-    let n = 0;
-    for (const t of this.tensors.values()) n += t.size * bytesPerElement(t.dtype);
-    return n;
+    return this.held().reduce((n, t) => n + t.size * bytesPerElement(t.dtype), 0);
   }
 
   dispose(): void {
-    for (const t of this.tensors.values()) t.dispose();
+    for (const t of this.held()) t.dispose();
+  }
+
+  private held(): Tensor[] {
+    return [...this.tensors.values()].flatMap((t) => (t instanceof Tensor ? [t] : [t.codes, t.scales]));
   }
 }
 

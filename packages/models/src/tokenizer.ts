@@ -1,6 +1,7 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { CheckpointError, ConfigError, InputError } from '@phalanx/core';
+import { renderBounded } from './chat-template.js';
 import { type CheckpointSource, fileIn, readJson } from './source.js';
 
 /** One chat turn as chat templates read it; templates may read more fields (tool_calls, name, ...). */
@@ -85,6 +86,7 @@ export class Tokenizer {
     object(tokenizer.model, tokFile, 'model');
     if (typeof (tokenizer.model as Record<string, unknown>).type !== 'string') throw new ConfigError(tokFile, 'model.type', 'missing (expected a string such as "BPE")');
     if (tokenizer.added_tokens !== undefined && !Array.isArray(tokenizer.added_tokens)) throw new ConfigError(tokFile, 'added_tokens', 'expected a list');
+    checkTokenIds(tokenizer, tokFile);
     const config = object(files.config, cfgFile, '(file)');
     try {
       this.hf = new HfTokenizer(tokenizer, config);
@@ -187,7 +189,8 @@ export class Tokenizer {
    * Renders the chat template with `messages`, `add_generation_prompt`, `tools` and the special tokens
    * (`bos_token`, `eos_token`, ...). With `tools` a template named "tool_use" is used if there is one. The
    * template's `raise_exception(msg)` (jinja's built-in) and other render failures become an InputError
-   * carrying the message; no template is a ConfigError.
+   * carrying the message, as does a template past CHAT_TEMPLATE_LIMITS (too much work or too long a string: a
+   * loop, recursion or growth that would hang); no template is a ConfigError.
    */
   applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
     const template = (options.tools && this.templates.get('tool_use')) ?? this.templates.get('default');
@@ -196,12 +199,14 @@ export class Tokenizer {
       throw new ConfigError(this.templateFile, 'chat_template', why);
     }
     try {
-      return template.render({
+      const inputChars = JSON.stringify(messages).length + (options.tools ? JSON.stringify(options.tools).length : 0);
+      const items = {
         ...this.templateTokens,
         messages,
         ...(options.tools && { tools: options.tools }), // absent, not undefined: templates test `tools is defined`
         add_generation_prompt: options.addGenerationPrompt ?? false,
-      });
+      };
+      return renderBounded(template, items, inputChars);
     } catch (e) {
       // The template's own raise_exception(msg) throws a plain Error(msg), as does a runtime failure on these messages.
       throw new InputError(`chat template: ${(e as Error).message}`, { cause: e });
@@ -214,6 +219,28 @@ export class Tokenizer {
     } catch (e) {
       throw new ConfigError(this.templateFile, field, `not a template @huggingface/jinja can parse: ${(e as Error).message}`);
     }
+  }
+}
+
+/**
+ * Refuses a token id that is not a non-negative integer, or is far past the number of tokens (more than twice
+ * as many, plus 1024): the runtime allocates by the largest id, so one absurd id would hang loading.
+ */
+function checkTokenIds(tokenizer: Record<string, unknown>, file: string): void {
+  const { vocab } = tokenizer.model as { vocab?: unknown };
+  const added = (tokenizer.added_tokens ?? []) as unknown[];
+  const ids: [string, unknown][] = added.map((t, i) => [`added_tokens[${i}].id`, (t as { id?: unknown } | null)?.id]);
+  let count = added.length;
+  if (Array.isArray(vocab)) count += vocab.length; // Unigram: ids are positions
+  else if (typeof vocab === 'object' && vocab !== null) {
+    const entries = Object.entries(vocab);
+    count += entries.length;
+    for (const [token, id] of entries) ids.push([`model.vocab[${JSON.stringify(token)}]`, id]);
+  }
+  const limit = 2 * count + 1024;
+  for (const [field, id] of ids) {
+    if (!Number.isSafeInteger(id) || (id as number) < 0) throw new ConfigError(file, field, `expected a token id (an integer >= 0), got ${JSON.stringify(id)}`);
+    if ((id as number) >= limit) throw new ConfigError(file, field, `${id} is far past the ${count} tokens (ids must be below ${limit})`);
   }
 }
 

@@ -15,22 +15,25 @@
  * state.dispose();                                           // step returns a new state
  */
 import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, scale, zeros } from '@phalanx/core';
-import { linear, rmsNorm, silu } from '@phalanx/ops';
+import { type LinearWeight, linear, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
 import { DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, logDecay } from './decay.js';
 import { type MonoidScanOptions, monoidScan, monoidStep } from './index.js';
 
 export { DECAY_BIAS_THRESHOLD, DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, type LogDecayAttrs, detectDecayVariant, logDecay } from './decay.js';
 
-/** One layer's weights (spec 1.9 names in brackets), HF layout [out, in]; f32, f16 or bf16. H heads of Dk = headDim. */
+/**
+ * One layer's weights (spec 1.9 names in brackets), HF layout [out, in]; f32, f16 or bf16. H heads of
+ * Dk = headDim. The q/k/v/o projections may also be int8 codes with row scales (an ops `LinearWeight`).
+ */
 export interface MonoidAttentionWeights {
   /** [H*Dk, hidden] (q_proj.weight). */
-  qProj: Tensor;
+  qProj: LinearWeight;
   /** [H*Dk, hidden] (k_proj.weight). */
-  kProj: Tensor;
+  kProj: LinearWeight;
   /** [H*Dk, hidden] (v_proj.weight): Dv = Dk. */
-  vProj: Tensor;
+  vProj: LinearWeight;
   /** [hidden, H*Dk] (o_proj.weight). */
-  oProj: Tensor;
+  oProj: LinearWeight;
   /** [H, hidden] for scalar decay, [H*Dk, hidden] for vector decay (decay_proj.weight). */
   decayProj: Tensor;
   /** [H] or [H*Dk], as decayProj (decay_proj.bias). */
@@ -101,8 +104,8 @@ export class MonoidAttention {
 
     const [H, D] = [heads, headDim];
     const hd = H * D;
-    const { qProj } = weights;
-    if (!qProj) throw new InputError(`${OP}: weight qProj is missing`);
+    if (!weights.qProj) throw new InputError(`${OP}: weight qProj is missing`);
+    const qProj = weightMatrix(weights.qProj);
     if (qProj.rank !== 2) throw new ShapeError(`${OP}: qProj (${qProj.name ?? 'tensor'}) is ${formatShape(qProj.shape)}; expected [${hd}, hidden]`);
     this.hidden = qProj.shape[1]!;
     const hidden = this.hidden;
@@ -120,9 +123,10 @@ export class MonoidAttention {
       h0: [[[1, H, D, D]]],
     };
     for (const [role, [shapes, why = '']] of Object.entries(expected)) {
-      const t = weights[role as keyof MonoidAttentionWeights];
-      if (!t) throw new InputError(`${OP}: weight ${role} is missing`);
-      assertFloat(OP, t, role);
+      const w = weights[role as keyof MonoidAttentionWeights];
+      if (!w) throw new InputError(`${OP}: weight ${role} is missing`);
+      const t = weightMatrix(w);
+      if (t === w) assertFloat(OP, t, role); // int8 codes and their scales are linear's to check
       if (!shapes.some((s) => sameShape(t.shape, s))) {
         throw new ShapeError(`${OP}: ${role} (${t.name ?? 'tensor'}) is ${formatShape(t.shape)}; expected ${shapes.map(formatShape).join(' or ')}${why} (heads ${H}, headDim ${D}, hidden ${hidden})`);
       }

@@ -183,7 +183,7 @@ async function quantizedGemv(ctx: CaseContext, s: Shape): Promise<Timed> {
   return {
     run: async () => {
       y?.dispose();
-      y = await linear(x, w, null, { rowScale: sc });
+      y = await linear(x, { codes: w, scales: sc });
     },
     bytes: N * K + N * 4 + (M * K + M * N) * 4,
     flops: 2 * M * N * K,

@@ -1,4 +1,4 @@
-import { DTypeError, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
+import { DTypeError, ShapeError, Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu/linear.js';
 import './webgpu/linear.js';
 
@@ -21,35 +21,53 @@ export interface MatmulAttrs {
 }
 
 /**
+ * Int8 weights: W[n, k] = codes[n, k] * scales[n]. codes: i8 [out, in]; scales: [out], any float dtype. A
+ * @phalanx/quantizer `QuantizedTensor` with int8 codes is one.
+ */
+export interface Int8Weight {
+  codes: Tensor;
+  scales: Tensor;
+}
+
+/** What `linear` multiplies by: a float matrix [out, in], or int8 codes with one scale per output row. */
+export type LinearWeight = Tensor | Int8Weight;
+
+/** The matrix behind a LinearWeight ([out, in]: the tensor, or the codes), for shapes, names and backends. */
+export function weightMatrix(weight: LinearWeight): Tensor {
+  return weight instanceof Tensor ? weight : weight.codes;
+}
+
+/**
  * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
  * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
  * GEMV kernel that streams W once; more rows take a tiled matrix-product kernel.
  *
- * Quantized weights: W may be i8 codes with `rowScale` [out] (one float per output row), and then
- * y = (x codes^T) * rowScale + b: the kernels read one byte per weight and never expand W in memory.
+ * Int8 weights (`{ codes, scales }`): y = (x codes^T) * scales + b, the scale applied in the kernels'
+ * epilogue: they read one byte per weight and never expand W in memory.
  */
-export async function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options: { rowScale?: Tensor } = {}): Promise<Tensor> {
-  const name = weight.name ?? 'weight';
-  const { rowScale } = options;
+export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | null): Promise<Tensor> {
+  const w = weightMatrix(weight);
+  const rowScale = weight instanceof Tensor ? undefined : weight.scales;
+  const name = w.name ?? 'weight';
   assertFloat('linear', x, 'input');
   if (rowScale) {
-    if (weight.dtype !== 'i8') throw new DTypeError(`linear: rowScale is for i8 codes; weight ${name} is ${weight.dtype}`);
+    if (w.dtype !== 'i8') throw new DTypeError(`linear: codes ${name} must be i8, got ${w.dtype}`);
   } else {
-    assertFloat('linear', weight, 'weight');
+    assertFloat('linear', w, 'weight');
   }
-  if (weight.rank !== 2) throw new ShapeError(`linear: weight ${name} must be [out, in], got ${formatShape(weight.shape)}`);
-  const [N, K] = weight.shape as [number, number];
+  if (w.rank !== 2) throw new ShapeError(`linear: weight ${name} must be [out, in], got ${formatShape(w.shape)}`);
+  const [N, K] = w.shape as [number, number];
   if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
-    throw new ShapeError(`linear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(weight.shape)})`);
+    throw new ShapeError(`linear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(w.shape)})`);
   }
-  for (const [role, t] of [['bias', bias], ['rowScale', rowScale]] as const) {
+  for (const [role, t] of [['bias', bias], ['scales', rowScale]] as const) {
     if (!t) continue;
     assertFloat('linear', t, role);
     if (t.rank !== 1 || t.shape[0] !== N) throw new ShapeError(`linear: ${role} ${t.name ?? role} ${formatShape(t.shape)} must be [${N}] to match weight ${name}`);
   }
   const M = x.size / K;
   const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, outShape: [...x.shape.slice(0, -1), N] };
-  const inputs = [x, weight, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : [])];
+  const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : [])];
   return (await runKernel('matmul', inputs, attrs))[0]!;
 }
 

@@ -1,4 +1,4 @@
-import { InputError, Rng, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
+import { InputError, NumericsError, Rng, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
 import './cpu/sampling.js';
 import './webgpu/sampling.js';
 
@@ -14,6 +14,9 @@ export interface SampleOptions {
   /** Draws from this Rng (one uniform per row), advancing it: for a reproducible stream over many calls. */
   rng?: Rng;
 }
+
+/** What the 'sample' kernels return for a row holding NaN or +Infinity: this bit plus the index of the first such logit. */
+export const NON_FINITE = 0x80000000;
 
 /** Attributes of the 'sample' kernels: logits read as [rows, vocab]. */
 export interface SampleAttrs {
@@ -44,7 +47,9 @@ export interface SampleAttrs {
  * workgroup per row (each threshold by bisection over the logits' order-preserving bit patterns, a pass over
  * the row per step that counts tokens for top-k and sums kept mass for top-p). Both draw u on the host from
  * the same Rng, so they agree on the distribution and, except at rounding boundaries, on each id.
- * Logits must not be NaN; -Infinity masks a token (a row needs one finite logit).
+ * -Infinity masks a token (a row needs one finite logit). A NaN or +Infinity logit (a model whose weights or
+ * activations went non-finite) is a NumericsError naming the row and the first such index: checking costs the
+ * kernels one comparison per logit and no extra read-back.
  */
 export async function sample(logits: Tensor, options: SampleOptions = {}): Promise<number[]> {
   const name = logits.name ?? 'logits';
@@ -65,6 +70,8 @@ export async function sample(logits: Tensor, options: SampleOptions = {}): Promi
   const [ids] = await runKernel('sample', [logits], attrs);
   const out = Array.from(await ids!.data());
   ids!.dispose();
+  const bad = out.findIndex((id) => id >= NON_FINITE);
+  if (bad >= 0) throw new NumericsError(`sample ${name}: row ${bad} holds NaN or +Infinity, first at index ${out[bad]! - NON_FINITE}`);
   return out;
 }
 

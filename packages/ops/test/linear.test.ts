@@ -75,17 +75,17 @@ describe.each(backends)('linear / matmul on $name', (backend) => {
     const s = tensor(scales, [N], { backend, dtype: 'f16', name: 'q.scales' });
     const sv = Array.from(await s.data());
     const dequant = codes.map((c, i) => c * sv[Math.floor(i / K)]!);
-    const y = await linear(x.t, w, b.t, { rowScale: s });
+    const y = await linear(x.t, { codes: w, scales: s }, b.t);
     assertClose(ref(x.v, dequant, 1, M, N, K, true, true, b.v), await y.data(), { rtol: 1e-5, name: `quantized ${M}x${N}x${K}` });
-    const noBias = await linear(x.t, w, null, { rowScale: s });
+    const noBias = await linear(x.t, { codes: w, scales: s });
     assertClose(ref(x.v, dequant, 1, M, N, K, true, true), await noBias.data(), { rtol: 1e-5 });
   });
 
-  it('quantized linear refuses float weights with row scales and scales of the wrong length', async () => {
+  it('quantized linear refuses float codes and scales of the wrong length', async () => {
     const x = tensor(new Float32Array(4), [1, 4], { backend });
     const s = tensor([1, 1], [2], { backend });
-    await expect(linear(x, tensor(new Float32Array(8), [2, 4], { backend, name: 'w' }), null, { rowScale: s })).rejects.toThrow(/rowScale is for i8 codes; weight w is f32/);
-    await expect(linear(x, tensor(new Int8Array(8), [2, 4], { backend }), null, { rowScale: tensor([1], [1], { backend, name: 's' }) })).rejects.toThrow(/rowScale s \[1\] must be \[2\]/);
+    await expect(linear(x, { codes: tensor(new Float32Array(8), [2, 4], { backend, name: 'w' }), scales: s })).rejects.toThrow(/codes w must be i8, got f32/);
+    await expect(linear(x, { codes: tensor(new Int8Array(8), [2, 4], { backend }), scales: tensor([1], [1], { backend, name: 's' }) })).rejects.toThrow(/scales s \[1\] must be \[2\]/);
     await expect(linear(x, tensor(new Int8Array(8), [2, 4], { backend }))).rejects.toThrow(DTypeError);
   });
 

@@ -1,4 +1,4 @@
-import { type Backend, type DType, InputError, Rng, ShapeError, cpu, tensor } from '@phalanx/core';
+import { type Backend, type DType, InputError, NumericsError, Rng, ShapeError, cpu, tensor } from '@phalanx/core';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
 import { type SampleOptions, greedy, sample } from '../src/sampling.js';
@@ -170,6 +170,23 @@ describe.each(backends)('sampling on $name', (backend: Backend) => {
     const masked = repeated([0, -Infinity, 0, -Infinity, 0], 300, 'f16');
     const ids = await sample(masked, { seed: 14 });
     expect(new Set(ids)).toEqual(new Set([0, 2, 4]));
+  });
+
+  it('refuses a row holding NaN or +Infinity with a NumericsError naming the row and the first such index', async () => {
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+      for (const bad of [NaN, Infinity]) {
+        const row = normals(1000, 21);
+        row[700] = bad;
+        row[300] = bad;
+        const logits = tensor([...normals(1000, 22), ...row], [2, 1000], { backend, dtype, name: 'head' });
+        for (const options of [{ temperature: 0 }, { seed: 1 }, { seed: 1, topK: 5, topP: 0.5 }]) {
+          await expect(sample(logits, options)).rejects.toThrow(new NumericsError('sample head: row 1 holds NaN or +Infinity, first at index 300'));
+        }
+      }
+    }
+    // a negative NaN too (its bits sort below every number)
+    const negativeNaN = new Float32Array(new Uint32Array([0x3f800000, 0xffc00000, 0]).buffer);
+    await expect(greedy(tensor(negativeNaN, [3], { backend }))).rejects.toThrow(/row 0 holds NaN or \+Infinity, first at index 1/);
   });
 
   it('refuses bad shapes and options', async () => {

@@ -1,11 +1,12 @@
 /**
  * Quantized linear benchmark cases (component `quantizer`): y = x W^T with W held as int8 codes (ops `linear`,
  * one byte per weight) or packed 8/7/6/4-bit codes (the 'packedLinear' kernels), each with f16 row scales.
- * Run by tools/bench: `npx phalanx bench quantizer [--quick] [--case NAME]... [--packed-gemv RxLxU]
+ * Run by tools/bench: `npx phalanx bench quantizer [--quick] [--case NAME]... [--packed-gemv RxLxU[xT]]
  * [--packed-tile BMxBNxBKxTMxTN]` (the last two try other shapes of the packed kernels on WebGPU).
  *
- * Each case times its f32 counterpart (f32 weights of the same shape through `linear`) in the same process
- * first: the row's `f32` and `speedupVsF32`. `bytes` counts the weights only (codes + f16 scales), so GB/s
+ * Each case times its f32 counterpart (f32 weights of the same shape through `linear`) in the same process,
+ * after making its codes and right before timing it, each after 300 ms of warm-up calls (GPU clocks): the
+ * row's `f32` and `speedupVsF32`. `bytes` counts the weights only (codes + f16 scales), so GB/s
  * and "of peak" read as weight bandwidth against the copy peak of the same call. 256 outputs are checked
  * against float64 dot products with codes * scale.
  */
@@ -48,20 +49,35 @@ export const cases = defineCases('quantizer', [
   ...cells(64, 256, 256, [6], ['quick'], ['webgpu', 'cpu']),
 ]);
 
-/** `--packed-gemv RxLxU` and `--packed-tile BMxBNxBKxTMxTN`, or the defaults. */
+/** `--packed-gemv RxLxU[xT]` (T rows per thread, default 1) and `--packed-tile BMxBNxBKxTMxTN`, or the defaults. */
 function shapesOf(ctx: CaseContext): PackedShapes {
-  const [rowsPerGroup, lanes, unroll] = (ctx.option('packed-gemv') ?? '').split('x').map(Number);
+  const [rowsPerGroup, lanes, unroll, rowsPerThread] = (ctx.option('packed-gemv') ?? '').split('x').map(Number);
   const [BM, BN, BK, TM, TN] = (ctx.option('packed-tile') ?? '').split('x').map(Number);
   return {
-    gemv: rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : undefined,
+    gemv: rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll, rowsPerThread: rowsPerThread || 1 } : undefined,
     tile: BM && BN && BK && TM && TN ? { BM, BN, BK, TM, TN } : undefined,
   };
+}
+
+/**
+ * Keeps the GPU busy for `ms` (bursts of 20 calls recorded back to back) before a timing: after the seconds
+ * this file spends making codes on the CPU, an idle GPU times short kernels at lowered clocks (the same packed
+ * GEMV read 2.7x slower as the first thing a process timed than after other GPU work, on an H200).
+ */
+async function warmGpu(ctx: CaseContext, fn: () => Promise<unknown>, ms = 300): Promise<void> {
+  if (!ctx.gpu) return;
+  for (const t0 = performance.now(); performance.now() - t0 < ms; ) {
+    for (let i = 0; i < 20; i++) await fn();
+    await ctx.gpu.sync();
+  }
 }
 
 /** Median ms of f32 weights [N, K] through `linear`, timed as the harness times a case. */
 async function f32Baseline(ctx: CaseContext, x: Tensor, N: number, K: number) {
   const w = randn([N, K], { seed: 2, std: K ** -0.5, backend: ctx.backend });
-  const t = await timeCall(ctx.backend, async () => (await linear(x, w)).dispose(), { reps: ctx.reps, rounds: ctx.gpu ? 5 : undefined });
+  const call = async () => (await linear(x, w)).dispose();
+  await warmGpu(ctx, call);
+  const t = await timeCall(ctx.backend, call, { reps: ctx.reps, rounds: ctx.gpu ? 5 : undefined });
   w.dispose();
   return { medianMs: t.medianMs, weightGBps: (4 * N * K) / t.medianMs / 1e6 };
 }
@@ -89,7 +105,6 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
   const bits = s.codes === 'int8' ? 8 : s.codes;
   const hostX = randn([M, K], { seed: 1 });
   const x = await hostX.to(backend);
-  const f32 = await f32Baseline(ctx, x, N, K);
 
   // codes over the SDClip range of `bits`, f16 scales
   const rng = new Rng(5);
@@ -114,6 +129,9 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
       y = await quantizedLinear(x, q);
     };
   }
+  // the f32 counterpart and a warm-up right before the case is timed (the codes are made on the CPU first)
+  const f32 = await f32Baseline(ctx, x, N, K);
+  await warmGpu(ctx, run);
   const weightBytes = (s.codes === 'int8' ? N * K : packedBytes(N * K, bits)) + 2 * N;
   const flops = 2 * M * N * K;
   return {

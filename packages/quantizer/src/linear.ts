@@ -31,7 +31,7 @@ export interface PackedLinearAttrs {
  * const y = await quantizedLinear(x, q, bias); // reads 4 bits per weight
  */
 export async function quantizedLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null): Promise<Tensor> {
-  if (codeLayout(q) === 'int8') return linear(x, q.codes, bias, { rowScale: q.scales });
+  if (codeLayout(q) === 'int8') return linear(x, q, bias);
   const name = q.codes.name ?? 'codes';
   const [N, K] = quantizedDims(q);
   assertFloat('quantizedLinear', x, 'input');

@@ -22,38 +22,72 @@ function gcd(a: number, b: number): number {
 }
 
 /**
- * The aligned GEMV's unit of work: the fewest 16-byte words that hold whole codes (128 * words bits, words =
- * bits / gcd(bits, 128)): one word of 16 8-bit, 32 4-bit or 64 2-bit codes; three of 64 6-bit codes; seven
- * of 128 7-bit codes. When K is a multiple of `codes`, every row starts on a 16-byte boundary and is made of
- * whole chunks, so the codes sit at shifts known when the shader is written.
+ * The aligned GEMV's unit of work, a "group": the fewest u32 words that hold whole codes (words = bits /
+ * gcd(bits, 32)): one word of 4 8-bit, 8 4-bit or 16 2-bit codes; three words of 16 6-bit codes; `bits`
+ * words of 32 codes at 3, 5 and 7 bits. When K is a multiple of `codes`, every row starts on a word boundary
+ * and is made of whole groups, so the codes sit at shifts known when the shader is written.
  */
 export function packedChunk(bits: number): { words: number; codes: number } {
-  const g = gcd(bits, 128);
-  return { words: bits / g, codes: 128 / g };
+  const g = gcd(bits, 32);
+  return { words: bits / g, codes: 32 / g };
 }
 
-/** Shape of the GEMV workgroup: output rows per workgroup, lanes (a power of two) per row, chunks per lane per iteration. */
+/**
+ * Shape of the GEMV workgroup. Aligned path: `rowsPerGroup` output rows per workgroup, each thread computing
+ * `rowsPerThread` of them (so `rowsPerGroup / rowsPerThread * lanes` threads), `lanes` (a power of two)
+ * threads sharing those rows, `unroll` groups per lane and row in each K-slice (a slice is lanes * unroll
+ * groups). Unaligned path: `rowsPerGroup * lanes` threads, one row each, and `unroll` unused.
+ */
 export interface PackedGemvShape {
   rowsPerGroup: number;
   lanes: number;
   unroll: number;
+  rowsPerThread?: number;
+}
+
+/** Workgroup memory of the aligned GEMV, in vec4 slots: WebGPU's guaranteed 16 KiB. */
+const GEMV_SLOTS = 1024;
+
+/** The aligned GEMV's layout in workgroup memory for `rows` rows of x (see packedGemvProgram). */
+function gemvLayout(bits: number, rows: number, shape: PackedGemvShape) {
+  const { codes } = packedChunk(bits);
+  const Q = codes / 4; // vec4s of x per group
+  const S = Q > 1 ? Q + 1 : 1; // slots per group in workgroup memory: one of padding (no bank conflicts)
+  const R = shape.rowsPerThread ?? 1;
+  const threads = (shape.rowsPerGroup / R) * shape.lanes;
+  const xSlots = shape.lanes * shape.unroll * S; // per row of x
+  const red = threads * Math.ceil(R / 4); // partial sums of one row of x, 4 output rows per slot
+  const mPass = Math.max(1, Math.min(rows, Math.floor(GEMV_SLOTS / red)));
+  return { Q, S, R, threads, xSlots, red, mPass, slots: Math.max(rows * xSlots, mPass * red) };
 }
 
 /**
- * Packed rows are short (4096 4-bit codes are 2 KiB; the golf model's 512 6-bit codes, 384 bytes), so the lanes
- * per row follow the row's work: a power of two from 4 to 32, at most one per unrolled iteration (aligned)
- * or per code (otherwise), with 256 threads per workgroup. Each lane keeps 32 to 112 bytes of loads in
- * flight per iteration: 4 chunks of one word (2 of 2-bit codes), else 1. Not yet tuned on a GPU.
+ * The GEMV's shape for `rows` rows of x and N output rows. Aligned rows: 64 lanes (fewer for short rows), 16
+ * codes per lane and row in a slice at 2, 4 and 8 bits (one group at 3, 5, 6 and 7 bits), 4 output rows per
+ * thread for one row of x (2 for two, else 1), 256 threads, or fewer where N would give under 512 workgroups;
+ * the x slice is made smaller if it would not fit 16 KiB. No other shape tried on an H200 was more than 1%
+ * faster at 16384 x 8192 (docs/packages/quantizer.md). Other K: 4 to 32 lanes per output row by row length,
+ * 256 threads.
  */
-export function defaultPackedGemv(bits: number, K: number): PackedGemvShape {
+export function defaultPackedGemv(bits: number, K: number, rows = 1, N = Infinity): PackedGemvShape {
+  if (!alignedRows(K, bits)) {
+    const lanes = 2 ** Math.min(5, Math.max(2, Math.floor(Math.log2(Math.max(1, K)))));
+    return { rowsPerGroup: 256 / lanes, lanes, unroll: 1 };
+  }
   const { words, codes } = packedChunk(bits);
-  const unroll = words === 1 ? Math.min(4, 128 / codes) : 1;
-  const work = alignedRows(K, bits) ? K / codes / unroll : K;
-  const lanes = 2 ** Math.min(5, Math.max(2, Math.floor(Math.log2(Math.max(1, work)))));
-  return { rowsPerGroup: 256 / lanes, lanes, unroll };
+  const C = K / codes;
+  let unroll = Math.min(C, words === 1 ? Math.max(1, 16 / codes) : 1);
+  let lanes = 2 ** Math.min(6, Math.floor(Math.log2(Math.max(1, C / unroll))));
+  const rowsPerThread = rows === 1 ? 4 : rows === 2 ? 2 : 1;
+  let blocks = 256 / lanes; // threads sharing no row
+  while (blocks > 1 && N / (blocks * rowsPerThread) < 512) blocks /= 2;
+  const shape = () => ({ rowsPerGroup: blocks * rowsPerThread, lanes, unroll, rowsPerThread });
+  while (gemvLayout(bits, rows, shape()).slots > GEMV_SLOTS && unroll > 1) unroll--;
+  while (gemvLayout(bits, rows, shape()).slots > GEMV_SLOTS && lanes > 1) lanes /= 2;
+  return shape();
 }
 
-/** Whether the GEMV can use its aligned path (every row starts on a chunk boundary). */
+/** Whether the GEMV can use its aligned path (every row starts on a group boundary). */
 function alignedRows(K: number, bits: number): boolean {
   return K % packedChunk(bits).codes === 0;
 }
@@ -79,10 +113,9 @@ const CODE_AT = `fn code(p: u32) -> f32 {
   return ${fieldToCode('(f & ((1u << u.bits) - 1u))', 'f32(1u << (u.bits - 1u))')};
 }`;
 
-/** Code j of a chunk held in vec4<u32> registers `${chunk}_0`..: its field cut with constant shifts. */
-function chunkField(chunk: string, j: number, bits: number): string {
-  const word = (t: number) => `${chunk}_${t >> 2}.${'xyzw'[t & 3]}`;
-  const lo = j * bits;
+/** Code i of a group held in u32 registers `word(0)`..: its field cut with constant shifts. */
+function groupField(word: (t: number) => string, i: number, bits: number): string {
+  const lo = i * bits;
   const t = lo >> 5;
   const off = lo & 31;
   let f = off ? `(${word(t)} >> ${off}u)` : word(t);
@@ -90,79 +123,167 @@ function chunkField(chunk: string, j: number, bits: number): string {
   return off + bits === 32 ? f : `(${f} & ${2 ** bits - 1}u)`;
 }
 
-/** Four codes of a chunk (j0..j0+3) as a vec4<f32>. */
-function chunkCodes4(chunk: string, j0: number, bits: number): string {
-  const fields = [0, 1, 2, 3].map((i) => chunkField(chunk, j0 + i, bits)).join(', ');
+/** Four codes of a group (i0..i0+3) as a vec4<f32>. */
+function groupCodes4(word: (t: number) => string, i0: number, bits: number): string {
+  const fields = [0, 1, 2, 3].map((i) => groupField(word, i0 + i, bits)).join(', ');
   return fieldToCode(`vec4<u32>(${fields})`, `${2 ** (bits - 1)}.0`, true);
 }
 
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
 /**
  * y[m, n] = dot(x[m, :], codes[n, :]) * scale[n] + bias[n] for a few rows m, streaming the packed W once.
- * `lanes` threads share an output row and the lanes' partial sums are added in workgroup memory.
- *  - aligned (K a multiple of `packedChunk(bits).codes`): each lane loads whole chunks of its row with
- *    16-byte loads, `unroll` chunks at a time, and decodes them in registers with constant shifts.
+ *  - aligned (K a multiple of `packedChunk(bits).codes`): the workgroup walks K in slices of lanes * unroll
+ *    groups. Per slice it stages x (every row m) in workgroup memory, where each group's vec4s sit one slot
+ *    apart from the next group's (a padding slot; no bank conflicts when lanes read consecutive groups), while
+ *    each thread holds the words of the slice for its `rowsPerThread` rows in registers; both the words and
+ *    x are loaded into registers one slice ahead (lane l reads group l + j * lanes, so a warp's loads are
+ *    contiguous). Each x vec4 read from
+ *    workgroup memory then serves rowsPerThread rows, and each x element is read from global memory once per
+ *    workgroup. Codes are cut out with constant shifts; the last slice may run past the row (its groups are
+ *    clamped into the row and meet x = 0), and rows past N are clamped and not stored. Lanes' partial sums
+ *    are added in workgroup memory.
  *  - otherwise rows start anywhere in a word: each lane takes every `lanes`-th code of its row through
  *    `code(p)`, and the width is a uniform (one shader for every width).
  */
 export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, aligned: boolean, shape: PackedGemvShape): Program {
-  const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
   if (!(lanes > 0 && (lanes & (lanes - 1)) === 0)) throw new InputError(`packed GEMV: lanes must be a power of two, got ${lanes}`);
-  return cached(`quantizer:gemv:${xDType}:${ep.key}:${aligned ? bits : 'any'}:${rows}:${aligned}:${rowsPerGroup}x${lanes}x${unroll}`, () => {
-    const threads = rowsPerGroup * lanes;
-    const R = Array.from({ length: rows }, (_, m) => m);
-    const part = (m: number) => `partial[${m * threads}u + lid.x]`;
-    const vecX = aligned && xDType === 'f32';
-    let helpers: string;
-    let loop: string;
-    if (aligned) {
-      const { words: V, codes: CODES } = packedChunk(bits);
-      const Q = CODES / 4; // vec4s of codes per chunk
-      // loads of `u` chunks into registers, then their products (the loads are all in flight first)
-      const load = (u: number) => Array.from({ length: V }, (_, j) => `let c${u}_${j} = codes[(row + c + ${u * lanes}u) * ${V}u + ${j}u];`).join(' ');
-      const fma = (u: number) =>
-        Array.from({ length: Q }, (_, q) => `{ let d = ${chunkCodes4(`c${u}`, 4 * q, bits)}; let k4 = (c + ${u * lanes}u) * ${Q}u + ${q}u; ${R.map((m) => `acc${m} += dot(d, x4(${m}u, k4));`).join(' ')} }`).join('\n      ');
-      const U = Array.from({ length: unroll }, (_, u) => u);
-      const main =
-        unroll > 1
-          ? `for (; c + ${(unroll - 1) * lanes}u < C; c += ${unroll * lanes}u) {
-      ${U.map(load).join('\n      ')}
-      ${U.map(fma).join('\n      ')}
+  if (!aligned) return unalignedGemvProgram(xDType, post, rows, shape);
+  const L = gemvLayout(bits, rows, shape);
+  const { Q, S, R, threads, xSlots, mPass, slots } = L;
+  if (!(Number.isInteger(rowsPerGroup / R) && rowsPerGroup >= R && unroll >= 1 && Number.isInteger(unroll))) {
+    throw new InputError(`packed GEMV: ${rowsPerGroup} rows per workgroup, ${R} per thread, unroll ${unroll}`);
+  }
+  if (slots > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${rowsPerGroup}x${lanes}x${unroll}x${R} needs ${slots * 16} bytes of workgroup memory for ${rows} rows`);
+  const ep = epilogue(post);
+  return cached(`quantizer:gemv:${xDType}:${ep.key}:${bits}:${rows}:aligned:${rowsPerGroup}x${lanes}x${unroll}x${R}`, () => {
+    const { words: G, codes: P } = packedChunk(bits);
+    const XV = lanes * unroll * Q; // vec4s of x per slice and row of x
+    const LU = lanes * unroll;
+    const RQ = Math.ceil(R / 4);
+    const [Rr, Ur, Gr, Mr, Qr] = [range(R), range(unroll), range(G), range(rows), range(Q)];
+    const vecX = xDType === 'f32';
+    const word = (p: string, r: number, j: number) => (t: number) => `${p}${r}_${j}_${t}`;
+    // the words of the slice starting at group `g` for every row and unrolled group, into `p`-named registers
+    const loads = (p: string, g: string, decl: string) =>
+      Ur.map((j) => `let g${p}${j} = min(${g} + ${j * lanes}u + lane, cl);`)
+        .concat(Rr.flatMap((r) => Ur.map((j) => Gr.map((t) => `${decl}${p}${r}_${j}_${t} = codes[(rs${r} + g${p}${j})${G > 1 ? ` * ${G}u + ${t}u` : ''}];`).join(' '))))
+        .join('\n    ');
+    const x4 = (m: string, k4: string) =>
+      vecX ? `x[${m} * K4 + ${k4}]` : `vec4<f32>(load_x(${m} * u.K + ${k4} * 4u), load_x(${m} * u.K + ${k4} * 4u + 1u), load_x(${m} * u.K + ${k4} * 4u + 2u), load_x(${m} * u.K + ${k4} * 4u + 3u))`;
+    const compute = Ur.map(
+      (j) => `{
+      let xb = (${j * lanes}u + lane) * ${S}u;
+      ${Qr.map(
+        (q) => `{
+        ${Mr.map((m) => `let x${m} = sh[${m * xSlots}u + xb + ${q}u];`).join(' ')}
+        ${Rr.map((r) => `{ let d = ${groupCodes4(word('w', r, j), 4 * q, bits)}; ${Mr.map((m) => `acc${m}_${r} = fma(d, x${m}, acc${m}_${r});`).join(' ')} }`).join('\n        ')}
+      }`,
+      ).join('\n      ')}
+    }`,
+    ).join('\n    ');
+    // x of the slice at group `g`: element e = lid.x + i * threads of [rows][XV], into registers `p`0.. (0 past K)
+    const total = rows * XV;
+    const E = range(Math.ceil(total / threads));
+    const guard = (i: number) => ((i + 1) * threads <= total ? '' : ` && lid.x + ${i * threads}u < ${total}u`);
+    const xload = (p: string, g: string) =>
+      E.map((i) => `{ let e = lid.x + ${i * threads}u; let k4 = ${g} * ${Q}u + e % ${XV}u; ${p}${i} = select(vec4<f32>(0.0), ${x4(`(e / ${XV}u)`, `min(k4, K4 - 1u)`)}, k4 < K4${guard(i)}); }`)
+        .join('\n    ');
+    const stageIndex = (ii: string) => (S === 1 ? ii : `${ii} / ${Q}u * ${S}u + ${ii} % ${Q}u`);
+    const xstore = (p: string) =>
+      E.map((i) => {
+        const st = `{ let e = lid.x + ${i * threads}u; sh[e / ${XV}u * ${xSlots}u + ${stageIndex(`(e % ${XV}u)`)}] = ${p}${i}; }`;
+        return guard(i) ? `if (lid.x + ${i * threads}u < ${total}u) ${st}` : st;
+      }).join('\n    ');
+    const xdecl = (p: string) => E.map((i) => `var ${p}${i}: vec4<f32>;`).join(' ');
+    // weights and x of the next slice are loaded into registers while the current slice is multiplied
+    const body = `${loads('w', 'g0', 'var ')}
+  ${xdecl('xr')} ${xdecl('xn')}
+  ${xload('xr', 'g0')}
+  loop {
+    ${xstore('xr')}
+    workgroupBarrier();
+    let g1 = g0 + ${LU}u;
+    ${loads('n', 'g1', 'let ')}
+    ${xload('xn', 'g1')}
+    ${compute}
+    workgroupBarrier();
+    if (g1 >= C) { break; }
+    ${Rr.flatMap((r) => Ur.flatMap((j) => Gr.map((t) => `w${r}_${j}_${t} = n${r}_${j}_${t};`))).join(' ')}
+    ${E.map((i) => `xr${i} = xn${i};`).join(' ')}
+    g0 = g1;
+  }`;
+    // partial sums, a pass of mPass rows of x at a time: slot (mi * RQ + rq) * threads + lid.x holds rows 4rq..4rq+3
+    const passes = range(Math.ceil(rows / mPass)).map((p) => Mr.slice(p * mPass, (p + 1) * mPass));
+    const hsum = (m: number, r: number) => (r < R ? `dot(acc${m}_${r}, vec4<f32>(1.0))` : '0.0');
+    const reduce = passes
+      .map((ms, p) => {
+        const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
+        const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
+        return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = vec4<f32>(${range(4).map((c) => hsum(m, 4 * rq + c)).join(', ')});`).join('\n  ')}
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      ${each((mi, _m, rq) => `sh[${slot(mi, rq)}] += sh[${slot(mi, rq)} + s];`).join('\n      ')}
     }
-    `
-          : '';
-      helpers = `fn x4(m: u32, k4: u32) -> vec4<f32> {
-  ${vecX ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
-}`;
-      loop = `let C = u.K / ${CODES}u;
-    let row = n * C;
-    var c = lane;
-    ${main}for (; c < C; c += ${lanes}u) {
-      ${load(0)}
-      ${fma(0)}
-    }`;
-    } else {
-      helpers = CODE_AT;
-      loop = `let rowBit = n * u.K * u.bits;
-    for (var k = lane; k < u.K; k += ${lanes}u) {
-      let q = code(rowBit + k * u.bits);
-      ${R.map((m) => `acc${m} += q * load_x(${m}u * u.K + k);`).join(' ')}
-    }`;
-    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+    ${ms
+      .flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${ep.apply(`sh[${slot(mi, r >> 2)}].${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`))
+      .join('\n    ')}
+  }`;
+      })
+      .join('\n  ');
     return program({
       name: 'packedLinear',
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
       outputs: { out: 'f32' },
-      views: { codes: aligned ? 'vec4<u32>' : 'u32', ...(vecX ? { x: 'vec4<f32>' } : {}) },
-      uniforms: aligned ? { N: 'u32', K: 'u32' } : { N: 'u32', K: 'u32', bits: 'u32' },
+      views: { codes: 'u32', ...(vecX ? { x: 'vec4<f32>' } : {}) },
+      uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
-      helpers: `var<workgroup> partial: array<f32, ${rows * threads}>;\n${helpers}`,
+      helpers: `var<workgroup> sh: array<vec4<f32>, ${slots}>;`,
+      main: `  let lane = lid.x % ${lanes}u;
+  let nBase = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + lid.x / ${lanes}u * ${R}u;
+  let C = u.K / ${P}u;
+  let cl = C - 1u;
+  let K4 = u.K / 4u;
+  ${Rr.map((r) => `let rs${r} = min(nBase + ${r}u, u.N - 1u) * C;`).join(' ')}
+  ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = vec4<f32>(0.0);`)).join(' ')}
+  var g0 = 0u;
+  ${body}
+  ${reduce}`,
+    });
+  });
+}
+
+/** The GEMV of rows that start anywhere in a word (K not a multiple of the group's codes). */
+function unalignedGemvProgram(xDType: DType, post: PackedEpilogue, rows: number, shape: PackedGemvShape): Program {
+  const ep = epilogue(post);
+  const { rowsPerGroup, lanes } = shape;
+  return cached(`quantizer:gemv:${xDType}:${ep.key}:${rows}:any:${rowsPerGroup}x${lanes}`, () => {
+    const threads = rowsPerGroup * lanes;
+    const R = range(rows);
+    const part = (m: number) => `partial[${m * threads}u + lid.x]`;
+    return program({
+      name: 'packedLinear',
+      inputs: { x: xDType, codes: 'u8', ...ep.inputs },
+      outputs: { out: 'f32' },
+      views: { codes: 'u32' },
+      uniforms: { N: 'u32', K: 'u32', bits: 'u32' },
+      workgroupSize: threads,
+      helpers: `var<workgroup> partial: array<f32, ${rows * threads}>;\n${CODE_AT}`,
       main: `  let r = lid.x / ${lanes}u;
   let lane = lid.x % ${lanes}u;
   let n = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r;
   ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}
   if (n < u.N) {
-    ${loop}
+    let rowBit = n * u.K * u.bits;
+    for (var k = lane; k < u.K; k += ${lanes}u) {
+      let q = code(rowBit + k * u.bits);
+      ${R.map((m) => `acc${m} += q * load_x(${m}u * u.K + k);`).join(' ')}
+    }
   }
   ${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
   workgroupBarrier();
@@ -274,8 +395,10 @@ export async function runPackedLinear(backend: WebGPUBackend, inputs: Tensor[], 
   const { M, N, K, bits } = attrs;
   const post: PackedEpilogue = { scales: scales.dtype, bias: attrs.hasBias ? bias!.dtype : undefined };
   if (M <= PACKED_GEMV_MAX_ROWS) {
-    const shape = shapes.gemv ?? defaultPackedGemv(bits, K);
-    const prog = packedGemvProgram(x.dtype, post, bits, M, alignedRows(K, bits), shape);
+    const aligned = alignedRows(K, bits);
+    // a shape to try applies to the aligned path (the benchmark's shapes); the other keeps its default
+    const shape = (aligned && shapes.gemv) || defaultPackedGemv(bits, K, M, N);
+    const prog = packedGemvProgram(x.dtype, post, bits, M, aligned, shape);
     await backend.run(prog, inputs, [out], { N, K, bits }, grid1d(N, shape.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return;
   }
@@ -299,7 +422,7 @@ registerKernel({
     const gemv = M <= PACKED_GEMV_MAX_ROWS;
     // the paths that address codes by bit position hold it in a u32
     if (!(gemv && alignedRows(K, bits)) && N * K * bits > 2 ** 32) return `${N} x ${K} codes of ${bits} bits exceed 2^32 bits`;
-    if (gemv) return Math.ceil(N / defaultPackedGemv(bits, K).rowsPerGroup) <= max * max || `grid too large for ${N} rows`;
+    if (gemv) return Math.ceil(N / defaultPackedGemv(bits, K, M, N).rowsPerGroup) <= max * max || `grid too large for ${N} rows`;
     return (Math.ceil(M / DEFAULT_PACKED_TILE.BM) <= max && Math.ceil(N / DEFAULT_PACKED_TILE.BN) <= max) || `grid too large for ${M} x ${N}`;
   },
 });

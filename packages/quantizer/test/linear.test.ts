@@ -1,9 +1,10 @@
-import { type Backend, DTypeError, Rng, ShapeError, type Tensor, assertClose, randn, tensor } from '@phalanx/core';
+import { type Backend, DTypeError, Rng, ShapeError, type Tensor, assertClose, empty, randn, tensor } from '@phalanx/core';
 import { linear } from '@phalanx/ops';
+import { WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
 import { type QuantizedTensor, codeLayout, dequantize, packQuantized, quantize, quantizedLinear, quantizedTo } from '../src/index.js';
-import { defaultPackedGemv, packedChunk } from '../src/webgpu.js';
+import { defaultPackedGemv, packedChunk, runPackedLinear } from '../src/webgpu.js';
 
 const { backends } = await testBackends();
 
@@ -62,13 +63,34 @@ describe.each(backends)('quantizedLinear on $name', (backend) => {
       }
     });
 
-    it('loop over several chunks per lane (the unrolled loop, then the remainder)', async () => {
+    it('aligned GEMV over several K-slices, the last one partial, and rows past N in the last workgroup', async () => {
       const { codes } = packedChunk(bits);
-      const { unroll } = defaultPackedGemv(bits, codes);
-      const K = codes * (unroll * 32 + 1); // 32 lanes, one full unrolled iteration each, then one more chunk
-      expect(defaultPackedGemv(bits, K).lanes).toBe(32);
-      await checkPacked(backend, randomQuantized(9, K, bits, bits), randn([1, K], { seed: bits }), randn([9], { seed: 1 }));
+      const K = codes * (64 * defaultPackedGemv(bits, 64 * 16 * codes).unroll * 2 + 5); // two full slices of 64 lanes, then 5 groups
+      const shape = defaultPackedGemv(bits, K);
+      expect([shape.lanes, shape.rowsPerThread]).toEqual([64, 4]);
+      await checkPacked(backend, randomQuantized(37, K, bits, bits), randn([1, K], { seed: bits }), randn([37], { seed: 1 }));
     });
+  });
+
+  // the shapes the benchmark tries (--packed-gemv RxLxUxT) run the same aligned kernel with other constants
+  it.each([
+    [{ rowsPerGroup: 32, lanes: 32, unroll: 2, rowsPerThread: 8 }, 1, 4],
+    [{ rowsPerGroup: 8, lanes: 16, unroll: 3, rowsPerThread: 2 }, 2, 6],
+    [{ rowsPerGroup: 3, lanes: 8, unroll: 1, rowsPerThread: 1 }, 3, 7],
+    [{ rowsPerGroup: 6, lanes: 4, unroll: 2, rowsPerThread: 6 }, 1, 8],
+  ])('aligned GEMV with shape %o (M = %i, %i bits)', async (gemv, M, bits) => {
+    if (!(backend instanceof WebGPUBackend)) return;
+    const N = 29;
+    const K = packedChunk(bits).codes * 45;
+    const q = randomQuantized(N, K, bits, N);
+    const packed = await quantizedTo(q, backend, { layout: 'packed' });
+    const x = randn([M, K], { seed: M });
+    const bias = randn([N], { seed: 2 });
+    const out = empty([M, N], { backend });
+    const attrs = { M, N, K, bits, hasBias: true, outShape: [M, N] };
+    await runPackedLinear(backend, [await x.to(backend), packed.codes, packed.scales, await bias.to(backend)], out, attrs, { gemv });
+    const ref = await linear(x, await dequantize(q), bias);
+    assertClose(await ref.data(), await out.data(), { rtol: 1e-5, name: `${bits}-bit ${JSON.stringify(gemv)}` });
   });
 
   // Each row count is another shader to compile, which takes seconds on lavapipe: one width, both GEMV paths.

@@ -86,7 +86,9 @@ export class WebGPUBackend implements Backend {
     this.pool = new BufferPool((size) => this.createBuffer(size, usage, 'tensor'), options.poolBytes ?? 256 * 2 ** 20);
     this.stagingPool = new BufferPool((size) => this.createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'readback'), 64 * 2 ** 20);
     device.lost.then((info) => {
-      if (!this.destroyedByUs) this.lost = `${info.reason}: ${info.message}`;
+      if (this.destroyedByUs) return;
+      this.lost = `${info.reason}: ${info.message}`;
+      untrackBackend(this); // getBackend and fallbacks must not hand out a lost backend
     });
     device.addEventListener('uncapturederror', (ev) => {
       this.asyncErrors.push((ev as GPUUncapturedErrorEvent).error.message);

@@ -204,6 +204,15 @@ describe.runIf(gpu)('device loss', () => {
     fresh.dispose();
     own.dispose();
   });
+
+  it('a read in flight when the device is lost is a DeviceLostError too', async () => {
+    const own = await createWebGPUBackend();
+    const x = randn([4096], { seed: 8, backend: own });
+    const pending = (await add(x, x)).data();
+    own.device.destroy();
+    await expect(pending).rejects.toThrow(DeviceLostError);
+    own.dispose();
+  });
 });
 
 // Without an adapter (outside CI), one visible skipped test says why.

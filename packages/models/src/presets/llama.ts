@@ -9,7 +9,7 @@
  */
 import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor, add } from '@phalanx/core';
-import { type RopeOptions, linear, rmsNorm, rope } from '@phalanx/ops';
+import { type LinearWeight, type RopeOptions, linear, rmsNorm, rope } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
 import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
 
@@ -34,7 +34,7 @@ export function attentionTensors(c: LlamaConfig | { hiddenSize: number; numAtten
 }
 
 /** Embedding, norms, SwiGLU MLP and head of the Llama layout (every llama-like preset has them). */
-export function llamaBodyTensors(c: { vocabSize: number; hiddenSize: number; intermediateSize: number; tieWordEmbeddings: boolean; mlpBias: boolean }): ExpectedTensor[] {
+export function llamaBodyTensors(c: { file: string; vocabSize: number; hiddenSize: number; intermediateSize: number; tieWordEmbeddings: boolean; mlpBias: boolean }): ExpectedTensor[] {
   const [V, hidden, I] = [c.vocabSize, c.hiddenSize, c.intermediateSize];
   const out: ExpectedTensor[] = [
     { name: 'model.embed_tokens.weight', shape: [V, hidden] },
@@ -45,7 +45,7 @@ export function llamaBodyTensors(c: { vocabSize: number; hiddenSize: number; int
     { name: 'model.layers.{l}.mlp.down_proj.weight', shape: [hidden, I] },
     { name: 'model.norm.weight', shape: [hidden] },
   ];
-  if (c.mlpBias) throw new ConfigError('config.json', 'mlp_bias', 'true is not supported (no MLP biases in these presets)');
+  if (c.mlpBias) throw new ConfigError(c.file, 'mlp_bias', 'true is not supported (no MLP biases in these presets)');
   // a tied checkpoint may still carry lm_head.weight (a copy): accepted either way
   out.push({ name: 'lm_head.weight', shape: [V, hidden], optional: c.tieWordEmbeddings });
   return out;
@@ -57,7 +57,7 @@ type AttentionConfig = Pick<LlamaConfig, 'numAttentionHeads' | 'numKeyValueHeads
 /** One attention projection of x [B, T, hidden] (with its bias when the checkpoint has one), as [B, T, heads, D]. */
 async function projectHeads(w: Weights, l: number, name: string, x: Tensor, heads: number, D: number, s: Scratch): Promise<Tensor> {
   const [B, T] = x.shape as [number, number];
-  return s.keep((await s.keep(linear(x, w.layer(l, `self_attn.${name}.weight`), w.optional(`model.layers.${l}.self_attn.${name}.bias`)))).reshape([B, T, heads, D]));
+  return s.keep((await s.keep(linear(x, w.layerMatrix(l, `self_attn.${name}.weight`), w.optional(`model.layers.${l}.self_attn.${name}.bias`)))).reshape([B, T, heads, D]));
 }
 
 /** q/k/v of the normed input h [B, T, hidden], as [B, T, heads, D], with RoPE from `position`. */
@@ -77,13 +77,13 @@ export async function llamaKv(w: Weights, l: number, c: AttentionConfig, x: Tens
 /** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x). */
 export async function llamaMlp(w: Weights, l: number, eps: number, x: Tensor, s: Scratch): Promise<Tensor> {
   const h = await s.keep(rmsNorm(x, w.layer(l, 'post_attention_layernorm.weight'), { eps }));
-  const m = await s.keep(swigluMlp(h, w.layer(l, 'mlp.gate_proj.weight'), w.layer(l, 'mlp.up_proj.weight'), w.layer(l, 'mlp.down_proj.weight')));
+  const m = await s.keep(swigluMlp(h, w.layerMatrix(l, 'mlp.gate_proj.weight'), w.layerMatrix(l, 'mlp.up_proj.weight'), w.layerMatrix(l, 'mlp.down_proj.weight')));
   return add(x, m);
 }
 
 /** The head: lm_head, or the embedding when tied. */
-export function headWeight(w: Weights): Tensor {
-  return w.optional('lm_head.weight') ?? w.get('model.embed_tokens.weight');
+export function headWeight(w: Weights): LinearWeight {
+  return w.has('lm_head.weight') ? w.matrix('lm_head.weight') : w.get('model.embed_tokens.weight');
 }
 
 class LlamaNetwork implements Network {
@@ -94,6 +94,10 @@ class LlamaNetwork implements Network {
 
   get backend() {
     return this.w.backend;
+  }
+
+  get weights(): Weights {
+    return this.w;
   }
 
   createState(batch: number, capacity: number): KvState {
@@ -117,7 +121,7 @@ class LlamaNetwork implements Network {
         const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
         const { q, k, v } = await llamaQkv(w, l, c, h, position, s);
         const y = await s.keep(attend(q, k, v, state?.caches[l] ?? null));
-        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layer(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
+        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
         x = await llamaMlp(w, l, eps, await s.keep(add(x, o)), s);
       } finally {
         s.dispose();

@@ -100,6 +100,10 @@ class NanoHammerNetwork implements Network {
     return this.w.backend;
   }
 
+  get weights(): Weights {
+    return this.w;
+  }
+
   createState(batch: number, capacity: number): NanoHammerState {
     return new NanoHammerState(batch, this.config, capacity, this.backend);
   }
@@ -123,7 +127,7 @@ class NanoHammerNetwork implements Network {
         // the state token sits at its word's position: the same k/v projections and RoPE
         const stateKv = await llamaKv(w, l, c, e, rotary, s);
         const y = await s.keep(attend(q, k, v, state?.kv.caches[l] ?? null, { stateKv }));
-        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layer(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
+        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
         x = await llamaMlp(w, l, eps, await s.keep(add(x, o)), s);
       } finally {
         s.dispose();

@@ -60,7 +60,7 @@ export function parcaeSchedule(c: ParcaeConfig): { steps: Step[]; skips: number 
     const parcae = numLoops > 0 && layer === a && (entries > 1 || !inEncoder);
     const parallel = !inEncoder && psl > 0 && layer >= psl;
     if (lanes && !(parallel && !parcae)) {
-      throw new ConfigError('config.json', 'parallel_start_layer', `${psl}: the loop (layers ${a}..${b}) comes back after the two-lane blocks began; it must end before them`);
+      throw new ConfigError(c.file, 'parallel_start_layer', `${psl}: the loop (layers ${a}..${b}) comes back after the two-lane blocks began; it must end before them`);
     }
     lanes ||= parallel;
     return { layer, parcae, skip: !inEncoder && v - encoder < skips ? v - encoder : null, push: inEncoder, parallel };
@@ -217,6 +217,10 @@ class ParcaeNetwork implements Network {
     return this.w.backend;
   }
 
+  get weights(): Weights {
+    return this.w;
+  }
+
   createState(batch: number, capacity: number): ParcaeState {
     const { numKeyValueHeads: heads, headDim: dim } = this.config;
     return new ParcaeState(batch, this.steps.map((s) => ({ heads, dim, window: this.kinds[s.layer]!.window })), capacity, this.backend);
@@ -323,7 +327,7 @@ class ParcaeNetwork implements Network {
     const [B, T] = xIn.shape as [number, number];
     const [H, Hkv, D, eps] = [c.numAttentionHeads, c.numKeyValueHeads, c.headDim, c.rmsNormEps];
     const h = await this.normed(l, xIn, s);
-    const project = async (name: string, heads: number) => s.keep((await s.keep(linear(h, w.layer(l, `self_attn.${name}.weight`)))).reshape([B, T, heads, D]));
+    const project = async (name: string, heads: number) => s.keep((await s.keep(linear(h, w.layerMatrix(l, `self_attn.${name}.weight`)))).reshape([B, T, heads, D]));
     const rotary = { offset: position, rotaryDim: kind.rotaryDim, invFreq: kind.invFreq };
     // QK-norm over head_dim before RoPE; v stays as projected
     const q = await s.keep(rope(await s.keep(rmsNorm(await project('q_proj', H), null, { eps })), rotary));
@@ -332,13 +336,13 @@ class ParcaeNetwork implements Network {
     const y = await s.keep(attend(q, kk, v, cache, { qGain: w.layer(l, 'self_attn.q_gain'), window: kind.window }));
     const gate = w.layer(l, 'self_attn.attn_out_gate.weight');
     const gated = await s.keep(kind.xsa ? xsaOutGate(y, v, xIn, gate) : attnOutGate(y, xIn, gate));
-    return linear(await s.keep(gated.reshape([B, T, H * D])), w.layer(l, 'self_attn.o_proj.weight'));
+    return linear(await s.keep(gated.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'));
   }
 
   /** down(xielu_l(up(s_l rms(x)))), before mlp_scale. */
   private async mlp(l: number, x: Tensor, s: Scratch): Promise<Tensor> {
-    const up = await s.keep(linear(await this.normed(l, x, s), this.w.layer(l, 'mlp.up_proj.weight')));
-    return linear(await s.keep(xielu(up, this.kinds[l]!.xielu)), this.w.layer(l, 'mlp.down_proj.weight'));
+    const up = await s.keep(linear(await this.normed(l, x, s), this.w.layerMatrix(l, 'mlp.up_proj.weight')));
+    return linear(await s.keep(xielu(up, this.kinds[l]!.xielu)), this.w.layerMatrix(l, 'mlp.down_proj.weight'));
   }
 
   dispose(): void {

@@ -19,7 +19,7 @@ import { headWeight, llamaBodyTensors, llamaMlp } from './llama.js';
 /** MonoidAttention's tensors of one layer (docs/checkpoint-layouts.md); decay_proj's shape follows decay_variant, either when it is absent. */
 export function monoidAttentionTensors(c: SpartacusConfig): ExpectedTensor[] {
   const [H, D, hidden] = [c.numAttentionHeads, c.headDim, c.hiddenSize];
-  if (c.attentionBias) throw new ConfigError('config.json', 'attention_bias', 'true is not supported (monoid attention has no projection biases)');
+  if (c.attentionBias) throw new ConfigError(c.file, 'attention_bias', 'true is not supported (monoid attention has no projection biases)');
   const decayOut = c.decayVariant === undefined ? [H * D, H] : c.decayVariant === 'scalar-logsigmoid' ? [H] : [H * D];
   return [
     { name: 'model.layers.{l}.self_attn.q_proj.weight', shape: [H * D, hidden] },
@@ -72,6 +72,10 @@ export class SpartacusNetwork implements Network {
 
   get backend() {
     return this.w.backend;
+  }
+
+  get weights(): Weights {
+    return this.w;
   }
 
   createState(batch: number): MonoidState {
@@ -144,19 +148,20 @@ export class SpartacusNetwork implements Network {
       Array.from({ length: c.numHiddenLayers }, (_, l) => detectDecayVariant(this.w.layer(l, 'self_attn.decay_proj.weight'), this.w.layer(l, 'self_attn.decay_proj.bias'), dims)),
     );
     const other = found.findIndex((d) => d !== found[0]);
-    if (other >= 0) throw new ConfigError('config.json', 'decay_variant', `absent, and decay_proj reads as '${found[0]}' in layer 0 but '${found[other]}' in layer ${other}; set it`);
+    if (other >= 0) throw new ConfigError(c.file, 'decay_variant', `absent, and decay_proj reads as '${found[0]}' in layer 0 but '${found[other]}' in layer ${other}; set it`);
     return found[0]!;
   }
 
   private layers(decay: DecayVariant): MonoidAttention[] {
     const c = this.config;
     const t = (l: number, name: string) => this.w.layer(l, `self_attn.${name}`);
+    const m = (l: number, name: string) => this.w.layerMatrix(l, `self_attn.${name}`);
     return Array.from(
       { length: c.numHiddenLayers },
       (_, l) =>
         new MonoidAttention(
           {
-            qProj: t(l, 'q_proj.weight'), kProj: t(l, 'k_proj.weight'), vProj: t(l, 'v_proj.weight'), oProj: t(l, 'o_proj.weight'),
+            qProj: m(l, 'q_proj.weight'), kProj: m(l, 'k_proj.weight'), vProj: m(l, 'v_proj.weight'), oProj: m(l, 'o_proj.weight'),
             decayProj: t(l, 'decay_proj.weight'), decayBias: t(l, 'decay_proj.bias'), qNorm: t(l, 'q_norm.weight'), kNorm: t(l, 'k_norm.weight'), h0: t(l, 'h0'),
           },
           { heads: c.numAttentionHeads, headDim: c.headDim, decay, rmsNormEps: c.rmsNormEps },

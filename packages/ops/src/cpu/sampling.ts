@@ -1,11 +1,20 @@
 import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
-import type { SampleAttrs } from '../sampling.js';
+import { NON_FINITE, type SampleAttrs } from '../sampling.js';
 
 /** The argmax of row[0..n), lowest index on ties. */
 function argmax(z: ArrayLike<number>, n: number): number {
   let best = 0;
   for (let i = 1; i < n; i++) if (z[i]! > z[best]!) best = i;
   return best;
+}
+
+/** The index in x[start, start + n) of the first NaN or +Infinity (-Infinity masks a token), or -1. */
+function firstNonFinite(x: ArrayLike<number>, start: number, n: number): number {
+  for (let i = 0; i < n; i++) {
+    const v = x[start + i]!;
+    if (v !== v || v === Infinity) return i;
+  }
+  return -1;
 }
 
 /** The smallest z a token may have and still be kept by top-k and top-p (see `sample`). */
@@ -35,6 +44,11 @@ registerKernel({
     const ids = cpuStorage(out);
     const x = cpuValues(logits!);
     for (let r = 0; r < rows; r++) {
+      const bad = firstNonFinite(x, r * vocab, vocab);
+      if (bad >= 0) {
+        ids[r] = NON_FINITE + bad;
+        continue;
+      }
       const z = new Float64Array(vocab);
       for (let i = 0; i < vocab; i++) z[i] = x[r * vocab + i]! / (temperature || 1);
       const best = argmax(z, vocab);

@@ -1,6 +1,6 @@
 import { type DType, type Tensor, empty, registerKernel, tensor } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
-import type { SampleAttrs } from '../sampling.js';
+import { NON_FINITE, type SampleAttrs } from '../sampling.js';
 
 /** Counts are summed as f32, exact up to 2^24. */
 const MAX_VOCAB = 2 ** 24;
@@ -19,6 +19,12 @@ var<workgroup> winner: atomic<u32>;
 fn key_of(v: f32) -> u32 {
   let b = select(bitcast<u32>(v), 0u, v == 0.0);
   return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+/** NaN or +Infinity, by the bits (compilers may assume floats are never NaN). */
+fn non_finite(v: f32) -> bool {
+  let b = bitcast<u32>(v);
+  return (b & 0x7f800000u) == 0x7f800000u && b != 0xff800000u;
 }
 
 /** exp(z - zmax), z = x / temperature, for a token whose key is >= minKey, else 0. */
@@ -102,13 +108,19 @@ function sampleProgram(dtype: DType, workgroupSize: number): Program {
   let base = row * u.n;
   if (l == 0u) { atomicStore(&winner, 0u); }
 
+  // a NaN or +Infinity logit gets the largest key, so the argmax finds the first one
   var bestKey = 0u;
   var bestIdx = 0u;
   for (var i = l; i < u.n; i += WG_X) {
-    let k = key_of(load_x(base + i));
+    let x = load_x(base + i);
+    let k = select(key_of(x), 0xffffffffu, non_finite(x));
     if (k > bestKey) { bestKey = k; bestIdx = i; }
   }
   let best = argmax_all(l, bestKey, bestIdx);
+  if (non_finite(load_x(base + best))) {
+    if (l == 0u) { ids[row] = ${NON_FINITE}u | best; }
+    return;
+  }
   if (u.greedy != 0u) {
     if (l == 0u) { ids[row] = best; }
     return;
