@@ -55,6 +55,9 @@ export class WebGPUBackend implements Backend {
   private readonly stagingPool: BufferPool;
   private readonly maxPassesPerSubmit: number;
   private encoder: GPUCommandEncoder | undefined;
+  /** The open compute pass: consecutive dispatches share it (Dawn orders them and inserts the barriers). */
+  private pass: GPUComputePassEncoder | undefined;
+  /** Dispatches recorded since the last submit. */
   private passes = 0;
   /** Buffers released while recorded commands may still use them: reusable after the next submit. */
   private releasedBeforeSubmit: PooledBuffer[] = [];
@@ -195,11 +198,12 @@ export class WebGPUBackend implements Backend {
     if (workgroups.some((n) => n === 0)) return;
     const bindGroup = this.bindGroup(pipeline, entries);
     const profiler = this.profiler;
-    const pass = this.commandEncoder().beginComputePass(profiler?.passDescriptor(program.name));
+    // a profiled dispatch gets a pass of its own, for its timestamps; otherwise one pass serves many dispatches
+    const pass = profiler ? this.commandEncoder().beginComputePass(profiler.passDescriptor(program.name)) : this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(...workgroups);
-    pass.end();
+    if (profiler) pass.end();
     if (++this.passes >= this.maxPassesPerSubmit) this.flush();
     if (profiler) await profiler.afterPass(program.name);
   }
@@ -213,6 +217,7 @@ export class WebGPUBackend implements Backend {
   /** Submits the recorded commands. */
   flush(): void {
     if (!this.encoder) return;
+    this.endPass();
     this.profiler?.beforeSubmit(this.encoder);
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = undefined;
@@ -294,9 +299,21 @@ export class WebGPUBackend implements Backend {
     return buffer;
   }
 
+  /** The encoder for a copy or a pass of its own: the shared compute pass ends first, so commands stay in order. */
   private commandEncoder(): GPUCommandEncoder {
+    this.endPass();
     this.encoder ??= this.device.createCommandEncoder();
     return this.encoder;
+  }
+
+  private computePass(): GPUComputePassEncoder {
+    this.pass ??= (this.encoder ??= this.device.createCommandEncoder()).beginComputePass();
+    return this.pass;
+  }
+
+  private endPass(): void {
+    this.pass?.end();
+    this.pass = undefined;
   }
 
   private pipeline(program: Program): Promise<GPUComputePipeline> {
