@@ -144,11 +144,13 @@ interface ChildResult {
   timedOut: boolean;
 }
 
-/** One child process running one case; JSON lines of its stdout are its rows. */
-function child(script: string, argv: string[], timeoutS: number): Promise<ChildResult> {
+/**
+ * Runs a child process to its end (or kills it after `timeoutS`), passing every JSON object line of its stdout
+ * to `onObject` as it comes; other lines (logs) are skipped.
+ */
+function jsonLines(command: string, argv: string[], options: { cwd?: string; timeoutS: number }, onObject: (o: Record<string, unknown>) => void): Promise<{ code: number | null; signal: NodeJS.Signals | null; timedOut: boolean; error?: Error }> {
   return new Promise((done) => {
-    const p = spawn(process.execPath, [script, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const rows: Row[] = [];
+    const p = spawn(command, argv, { cwd: options.cwd, stdio: ['ignore', 'pipe', 'inherit'] });
     let buf = '';
     p.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
@@ -158,23 +160,34 @@ function child(script: string, argv: string[], timeoutS: number): Promise<ChildR
         buf = buf.slice(nl + 1);
         if (!line.startsWith('{')) continue;
         try {
-          const r = JSON.parse(line) as Row;
-          if (r.component && r.name) rows.push(r);
+          onObject(JSON.parse(line) as Record<string, unknown>);
         } catch {
           // not a row
         }
       }
     });
     let timedOut = false;
+    let error: Error | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
       p.kill('SIGKILL');
-    }, timeoutS * 1000);
+    }, options.timeoutS * 1000);
+    p.on('error', (e) => (error = e));
     p.on('close', (code, signal) => {
       clearTimeout(timer);
-      done({ code, signal, rows, timedOut });
+      done({ code, signal, timedOut, error });
     });
   });
+}
+
+/** One child process running one case; JSON lines of its stdout are its rows. */
+async function child(script: string, argv: string[], timeoutS: number): Promise<ChildResult> {
+  const rows: Row[] = [];
+  const end = await jsonLines(process.execPath, [script, ...argv], { timeoutS }, (o) => {
+    const r = o as unknown as Row;
+    if (r.component && r.name) rows.push(r);
+  });
+  return { code: end.code, signal: end.signal, rows, timedOut: end.timedOut };
 }
 
 /** Every case in its own process, up to `retries` tries each; peaks first. */
@@ -213,7 +226,8 @@ async function runIsolated(cases: BenchCase[], backends: BackendName[] | 'auto',
 /** The PyTorch counterparts of the selected components; each JSON line with `impl` is a row. */
 async function runPytorch(cases: BenchCase[], args: Args, results: Results, root: string): Promise<void> {
   const python = args.values.get('--python')?.[0] ?? process.env.PYTHON ?? 'python3';
-  const dir = args.values.get('--pytorch-dir')?.[0] ?? join(root, 'tools', 'reference');
+  // absolute: the scripts run with their folder as the working directory
+  const dir = resolve(args.values.get('--pytorch-dir')?.[0] ?? join(root, 'tools', 'reference'));
   const quick = args.flags.has('--quick');
   const timeoutS = Number(args.values.get('--timeout')?.[0]) || 600;
   const outDir = args.values.get('--out')?.[0];
@@ -223,36 +237,16 @@ async function runPytorch(cases: BenchCase[], args: Args, results: Results, root
     const t0 = performance.now();
     log(`pytorch: ${spec.script} (${component})`);
     const extra = component === 'decode' ? ['--contexts', '--prefill', '--override'].flatMap((k) => (args.values.has(k) ? [k, args.values.get(k)![0]!] : [])) : [];
-    const rows = await new Promise<TorchRow[]>((done) => {
-      const p = spawn(python, [join(dir, spec.script), ...(spec.args?.(quick) ?? []), ...extra], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] });
-      const out: TorchRow[] = [];
-      let buf = '';
-      p.stdout.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          try {
-            const r = JSON.parse(line) as TorchRow;
-            if (r.impl && r.name) {
-              out.push({ ...r, component });
-              process.stdout.write(`${JSON.stringify({ ...r, component })}\n`);
-              if (outDir) appendFileSync(join(outDir, 'rows.jsonl'), `${JSON.stringify({ ...r, component })}\n`);
-            }
-          } catch {
-            // not a row
-          }
-        }
-      });
-      const timer = setTimeout(() => p.kill('SIGKILL'), timeoutS * 1000);
-      p.on('error', (e) => out.push({ impl: 'pytorch', component, name: spec.script, error: e.message }));
-      p.on('close', (code) => {
-        clearTimeout(timer);
-        if (code !== 0) out.push({ impl: 'pytorch', component, name: spec.script, error: `exit ${code}${spec.cudaOnly ? ' (this script needs CUDA)' : ''}` });
-        done(out);
-      });
+    const rows: TorchRow[] = [];
+    const end = await jsonLines(python, [join(dir, spec.script), ...(spec.args?.(quick) ?? []), ...extra], { cwd: dir, timeoutS }, (o) => {
+      const r = { ...(o as unknown as TorchRow), component };
+      if (!r.impl || !r.name) return;
+      rows.push(r);
+      process.stdout.write(`${JSON.stringify(r)}\n`);
+      if (outDir) appendFileSync(join(outDir, 'rows.jsonl'), `${JSON.stringify(r)}\n`);
     });
+    if (end.error) rows.push({ impl: 'pytorch', component, name: spec.script, error: end.error.message });
+    else if (end.code !== 0) rows.push({ impl: 'pytorch', component, name: spec.script, error: `exit ${end.code}${spec.cudaOnly ? ' (this script needs CUDA)' : ''}` });
     results.pytorch.push(...rows);
     log(`  ${spec.script}: ${rows.length} rows in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
   }
