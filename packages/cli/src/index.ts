@@ -139,7 +139,7 @@ async function open(values: Values, out: Io): Promise<Model> {
   const model = await loadModel(source, {
     backend: backend as 'auto' | 'cpu' | 'webgpu',
     onProgress: ({ bytesDone, bytesTotal }) => {
-      const pct = Math.floor((100 * bytesDone) / Math.max(bytesTotal, 1));
+      const pct = 10 * Math.floor((10 * bytesDone) / Math.max(bytesTotal, 1)); // a line per 10%: readable in logs too
       if (pct === shown) return;
       shown = pct;
       const bar = '#'.repeat(Math.floor(pct / 5)).padEnd(20, '.');
