@@ -23,6 +23,7 @@ import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights
 import { sample } from '@phalanx/ops';
 import { appendKv, type KvCache } from '@phalanx/varlen-attention';
 import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
+import { copyKernel } from './device.js';
 import { type CaseContext, type CaseSpec, type Row, defineCases, gpuMsOf, inputValues, median, timeCall } from './harness.js';
 
 /** Llama-3.2-1B's config.json (geometry, RoPE with llama3 scaling, tied embeddings). */
@@ -176,16 +177,8 @@ async function copyGBps(g: WebGPUBackend, bytes: number): Promise<number> {
   const n = bytes / 4;
   const x = await normal([n], 7, 1, 0, g);
   const y = empty([n], { backend: g });
-  const prog = program({
-    name: 'copy4',
-    inputs: { x: 'f32' },
-    outputs: { y: 'f32' },
-    views: { x: 'vec4<f32>', y: 'vec4<f32>' },
-    uniforms: { n4: 'u32' },
-    workgroupSize: 256,
-    main: '  let base = (wid.x + wid.y * nwg.x) * 1024u + lid.x;\n  for (var j = 0u; j < 4u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }',
-  });
-  const t = await timeCall(g, () => g.run(prog, [x], [y], { n4: n / 4 }, grid1d(n / 16, 256, g.limits.maxComputeWorkgroupsPerDimension!)), { reps: 20 });
+  const { prog, groups } = copyKernel(g, n);
+  const t = await timeCall(g, () => g.run(prog, [x], [y], { n4: n / 4 }, groups), { reps: 20 });
   x.dispose();
   y.dispose();
   return (2 * bytes) / t.medianMs / 1e6;

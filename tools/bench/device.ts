@@ -6,10 +6,28 @@
  */
 import { randn } from '@phalanx/core';
 import { matmul } from '@phalanx/ops';
-import { grid1d, program } from '@phalanx/webgpu';
+import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
 import { defineCases, disposeAll } from './harness.js';
 
 const PER_THREAD = 4;
+
+/**
+ * The vec4 copy y = x of n f32 values (n a multiple of 16), each thread moving PER_THREAD vec4s: the copy
+ * bandwidth every roofline here is measured against. Returns the program and its grid.
+ */
+export function copyKernel(g: WebGPUBackend, n: number) {
+  const prog = program({
+    name: 'copy4',
+    inputs: { x: 'f32' },
+    outputs: { y: 'f32' },
+    views: { x: 'vec4<f32>', y: 'vec4<f32>' },
+    uniforms: { n4: 'u32' },
+    workgroupSize: 256,
+    main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * PER_THREAD}u + lid.x;
+  for (var j = 0u; j < ${PER_THREAD}u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }`,
+  });
+  return { prog, groups: grid1d(n / 4 / PER_THREAD, 256, g.limits.maxComputeWorkgroupsPerDimension!) };
+}
 
 export const cases = defineCases('device', [
   {
@@ -30,17 +48,7 @@ export const cases = defineCases('device', [
       while (n > maxFloats) n /= 2;
       const x = randn([n], { seed: 1, backend: g });
       const y = randn([n], { seed: 2, backend: g });
-      const prog = program({
-        name: 'copy4',
-        inputs: { x: 'f32' },
-        outputs: { y: 'f32' },
-        views: { x: 'vec4<f32>', y: 'vec4<f32>' },
-        uniforms: { n4: 'u32' },
-        workgroupSize: 256,
-        main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * PER_THREAD}u + lid.x;
-  for (var j = 0u; j < ${PER_THREAD}u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }`,
-      });
-      const groups = grid1d(n / 4 / PER_THREAD, 256, g.limits.maxComputeWorkgroupsPerDimension!);
+      const { prog, groups } = copyKernel(g, n);
       return { run: () => g.run(prog, [x], [y], { n4: n / 4 }, groups), bytes: 8 * n, extra: { copyBytes: 4 * n }, dispose: () => disposeAll(x, y) };
     },
   },
