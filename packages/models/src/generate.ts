@@ -126,24 +126,26 @@ export async function* generateTokens(
   let pending = '';
   let stopReason: GenerateSummary['stopReason'] = 'length';
   let prefillMs = 0;
-  const decodeStart = { t: 0 };
+  let decodeStart = 0;
   try {
     /** The next id from a forward's last logits; non-finite ones (the sampler checks them) are a NumericsError saying where. */
     const pick = async (logits: Tensor): Promise<number> => {
+      const rows = logits.reshape([1, -1]); // a view: it holds the storage until it is disposed too
       try {
-        return (await sample(logits.reshape([1, -1]), { temperature, topK, topP, rng }))[0]!;
+        return (await sample(rows, { temperature, topK, topP, rng }))[0]!;
       } catch (e) {
         if (!(e instanceof NumericsError)) throw e;
         const why = 'the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed';
         throw new NumericsError(`generate: non-finite logits after ${state.position} tokens (${e.message}): ${why}`, { cause: e });
       } finally {
+        rows.dispose();
         logits.dispose();
       }
     };
     const t0 = performance.now();
     let next = await pick(await network.forward([ids], { state, lastOnly: true }));
     prefillMs = performance.now() - t0;
-    decodeStart.t = performance.now();
+    decodeStart = performance.now();
     while (true) {
       if (signal?.aborted) {
         stopReason = 'abort';
@@ -174,7 +176,7 @@ export async function* generateTokens(
         yield { tokenId: tokenIds.at(-1) ?? -1, text: rest };
       }
     }
-    const decodeMs = performance.now() - decodeStart.t;
+    const decodeMs = performance.now() - decodeStart;
     const decoded = Math.max(tokenIds.length - 1, 0); // the first new token came from the prefill
     return {
       promptTokens: ids.length,
