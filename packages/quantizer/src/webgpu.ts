@@ -97,8 +97,8 @@ function alignedRows(K: number, bits: number): boolean {
  * exactly, and subtracting 2^23 + 2^(bits-1) leaves the signed code, with no integer-to-float conversion
  * (which runs at a fraction of the FMA rate on NVIDIA GPUs). `half` is 2^(bits-1) as a WGSL f32 expression.
  */
-function fieldToCode(field: string, half: string, vec = false): string {
-  return `bitcast<${vec ? 'vec4<f32>' : 'f32'}>(${field} | ${vec ? 'vec4<u32>(0x4b000000u)' : '0x4b000000u'}) - (8388608.0 + ${half})`;
+function fieldToCode(field: string, half: string): string {
+  return `bitcast<f32>(${field} | 0x4b000000u) - (8388608.0 + ${half})`;
 }
 
 /**
@@ -113,20 +113,37 @@ const CODE_AT = `fn code(p: u32) -> f32 {
   return ${fieldToCode('(f & ((1u << u.bits) - 1u))', 'f32(1u << (u.bits - 1u))')};
 }`;
 
-/** Code i of a group held in u32 registers `word(0)`..: its field cut with constant shifts. */
-function groupField(word: (t: number) => string, i: number, bits: number): string {
-  const lo = i * bits;
-  const t = lo >> 5;
-  const off = lo & 31;
-  let f = off ? `(${word(t)} >> ${off}u)` : word(t);
-  if (off + bits > 32) f = `(${f} | (${word(t + 1)} << ${32 - off}u))`;
-  return off + bits === 32 ? f : `(${f} & ${2 ** bits - 1}u)`;
+/**
+ * Where the aligned GEMV puts component j (0..3) of its vec4s of codes: at bit `o` of the float's mantissa,
+ * so the decoded value is code * 2^o. A field already at bit o of its word needs one AND-OR (no shift), and
+ * codes j of consecutive vec4s share one shifted word: at 4 and 8 bits one shift serves four codes where the
+ * plain decode shifts every code. The accumulator's component j is 2^o times too large, undone exactly (a
+ * power of two) when the lanes' sums are added: `codeScales`. Fields must stay inside the 23-bit mantissa.
+ */
+function codeOffset(j: number, bits: number): number {
+  if (j * bits + bits <= 23) return j * bits;
+  if (((j * bits) % 16) + bits <= 23) return (j * bits) % 16;
+  return 0;
 }
 
-/** Four codes of a group (i0..i0+3) as a vec4<f32>. */
+/** vec4 of 2^-o per component: the accumulators' sums times this are the sums of the codes' products. */
+function codeScales(bits: number): string {
+  return `vec4<f32>(${range(4).map((j) => `${2 ** -codeOffset(j, bits)}`).join(', ')})`;
+}
+
+/** Four codes of a group (i0..i0+3) held in u32 registers `word(0)`.., as a vec4<f32> of code * 2^codeOffset. */
 function groupCodes4(word: (t: number) => string, i0: number, bits: number): string {
-  const fields = [0, 1, 2, 3].map((i) => groupField(word, i0 + i, bits)).join(', ');
-  return fieldToCode(`vec4<u32>(${fields})`, `${2 ** (bits - 1)}.0`, true);
+  const offsets = range(4).map((j) => codeOffset(j, bits));
+  const fields = offsets.map((o, j) => {
+    const lo = (i0 + j) * bits;
+    const t = lo >> 5;
+    const shift = (lo & 31) - o; // > 0 whenever the field straddles two words (o + bits <= 23)
+    const w = shift > 0 ? `(${word(t)} >> ${shift}u)` : shift < 0 ? `(${word(t)} << ${-shift}u)` : word(t);
+    return (lo & 31) + bits > 32 ? `(${w} | (${word(t + 1)} << ${32 - shift}u))` : w;
+  });
+  const masks = offsets.map((o) => `${(2 ** bits - 1) * 2 ** o}u`);
+  const bias = offsets.map((o) => `${2 ** 23 + 2 ** (bits - 1 + o)}.0`);
+  return `bitcast<vec4<f32>>((vec4<u32>(${fields.join(', ')}) & vec4<u32>(${masks.join(', ')})) | vec4<u32>(0x4b000000u)) - vec4<f32>(${bias.join(', ')})`;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -216,7 +233,7 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
   }`;
     // partial sums, a pass of mPass rows of x at a time: slot (mi * RQ + rq) * threads + lid.x holds rows 4rq..4rq+3
     const passes = range(Math.ceil(rows / mPass)).map((p) => Mr.slice(p * mPass, (p + 1) * mPass));
-    const hsum = (m: number, r: number) => (r < R ? `dot(acc${m}_${r}, vec4<f32>(1.0))` : '0.0');
+    const hsum = (m: number, r: number) => (r < R ? `dot(acc${m}_${r}, ${codeScales(bits)})` : '0.0');
     const reduce = passes
       .map((ms, p) => {
         const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
