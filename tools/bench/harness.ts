@@ -6,7 +6,9 @@
  * on each backend and reports.
  *
  * What a timed case reports (`timeCase`): the first call's wall-clock time apart (pipeline compilation and
- * first allocations), then ~100 ms of unrecorded warm-up, then `rounds` rounds of back-to-back calls. On
+ * first allocations), then at least 300 ms of unrecorded warm-up in bursts of back-to-back calls (an H200
+ * timed right after host work runs far below speed: a 512 MiB GEMV read 325 us after 100 ms of one-at-a-time
+ * warm-up calls and 130 us after 300 ms of bursts), then `rounds` rounds of back-to-back calls. On
  * WebGPU each round is timed by GPU timestamps (per call: every pass of the round summed, divided by the
  * calls) and by the wall clock; on the CPU every call is a sample. Median, min and max are over the samples.
  * GFLOP/s and GB/s come from the median; the runner adds the ratio to the device peaks it measured in the
@@ -232,16 +234,26 @@ export async function wallCall(backend: Backend, fn: () => Promise<unknown>): Pr
 }
 
 /**
- * Times `fn` on `backend` as described at the top of this file: the first call, then at least `warmupCalls`
- * (default 2) and `warmupMs` (default 100) of warm-up, then `reps` timed calls: on WebGPU split into
- * `rounds` rounds recorded back to back (awaiting every call would let an NVIDIA GPU drop its clocks); on the
- * CPU one sample per call.
+ * Keeps `backend` busy for at least `ms` and `calls` calls of `fn`: bursts of up to 20 calls recorded back to
+ * back, then a sync (one call at a time would let an NVIDIA GPU drop its clocks between calls).
+ */
+export async function warmUp(backend: Backend, fn: () => Promise<unknown>, { ms = 300, calls = 2 } = {}): Promise<void> {
+  const start = performance.now();
+  for (let done = 0; done < calls || performance.now() - start < ms; ) {
+    for (let i = 0; i < 20 && (done < calls || performance.now() - start < ms); i++, done++) await fn();
+    await backend.sync();
+  }
+}
+
+/**
+ * Times `fn` on `backend` as described at the top of this file: the first call, then `warmUp` (at least
+ * `warmupCalls`, default 2, and `warmupMs`, default 300), then `reps` timed calls: on WebGPU split into
+ * `rounds` rounds recorded back to back; on the CPU one sample per call.
  */
 export async function timeCall(backend: Backend, fn: () => Promise<unknown>, options: { reps: number; rounds?: number; warmupMs?: number; warmupCalls?: number }): Promise<CaseTiming> {
-  const { reps, warmupMs = 100, warmupCalls = 2 } = options;
+  const { reps, warmupMs = 300, warmupCalls = 2 } = options;
   const firstMs = await wallCall(backend, fn);
-  const start = performance.now();
-  for (let i = 0; i < warmupCalls || performance.now() - start < warmupMs; i++) await wallCall(backend, fn);
+  await warmUp(backend, fn, { ms: warmupMs, calls: warmupCalls });
   if (backend.name !== 'webgpu') {
     const samples: number[] = [];
     for (let i = 0; i < reps; i++) samples.push(await wallCall(backend, fn));

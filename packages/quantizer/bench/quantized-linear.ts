@@ -5,8 +5,8 @@
  * [--packed-tile BMxBNxBKxTMxTN]` (the last two try other shapes of the packed kernels on WebGPU).
  *
  * Each case times its f32 counterpart (f32 weights of the same shape through `linear`) in the same process,
- * after making its codes and right before timing it, each after 300 ms of warm-up calls (GPU clocks): the
- * row's `f32` and `speedupVsF32`. `bytes` counts the weights only (codes + f16 scales), so GB/s
+ * after making its codes and right before timing it (each after the harness's 300 ms of warm-up): the row's
+ * `f32` and `speedupVsF32`. `bytes` counts the weights only (codes + f16 scales), so GB/s
  * and "of peak" read as weight bandwidth against the copy peak of the same call. 256 outputs are checked
  * against float64 dot products with codes * scale.
  */
@@ -59,24 +59,10 @@ function shapesOf(ctx: CaseContext): PackedShapes {
   };
 }
 
-/**
- * Keeps the GPU busy for `ms` (bursts of 20 calls recorded back to back) before a timing: after the seconds
- * this file spends making codes on the CPU, an idle GPU times short kernels at lowered clocks (the same packed
- * GEMV read 2.7x slower as the first thing a process timed than after other GPU work, on an H200).
- */
-async function warmGpu(ctx: CaseContext, fn: () => Promise<unknown>, ms = 300): Promise<void> {
-  if (!ctx.gpu) return;
-  for (const t0 = performance.now(); performance.now() - t0 < ms; ) {
-    for (let i = 0; i < 20; i++) await fn();
-    await ctx.gpu.sync();
-  }
-}
-
 /** Median ms of f32 weights [N, K] through `linear`, timed as the harness times a case. */
 async function f32Baseline(ctx: CaseContext, x: Tensor, N: number, K: number) {
   const w = randn([N, K], { seed: 2, std: K ** -0.5, backend: ctx.backend });
   const call = async () => (await linear(x, w)).dispose();
-  await warmGpu(ctx, call);
   const t = await timeCall(ctx.backend, call, { reps: ctx.reps, rounds: ctx.gpu ? 5 : undefined });
   w.dispose();
   return { medianMs: t.medianMs, weightGBps: (4 * N * K) / t.medianMs / 1e6 };
@@ -129,9 +115,8 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
       y = await quantizedLinear(x, q);
     };
   }
-  // the f32 counterpart and a warm-up right before the case is timed (the codes are made on the CPU first)
+  // the f32 counterpart, timed right before the case (both after timeCall's warm-up: the codes are made on the CPU first)
   const f32 = await f32Baseline(ctx, x, N, K);
-  await warmGpu(ctx, run);
   const weightBytes = (s.codes === 'int8' ? N * K : packedBytes(N * K, bits)) + 2 * N;
   const flops = 2 * M * N * K;
   return {

@@ -144,7 +144,7 @@ export interface GpuTiming {
  * NVIDIA GPU drop its clocks between them). Needs 'timestamp-query'.
  */
 export async function timeOnGpu(backend: WebGPUBackendLike, fn: () => unknown, options: { reps?: number; warmupMs?: number } = {}): Promise<GpuTiming> {
-  const { reps = 20, warmupMs = 100 } = options;
+  const { reps = 20, warmupMs = 300 } = options;
   const firstMs = await callMs(backend, fn);
   for (let start = performance.now(); performance.now() - start < warmupMs; ) {
     for (let i = 0; i < 8; i++) await fn();
