@@ -67,7 +67,7 @@ describe.each(backends)('linear / matmul on $name', (backend) => {
     [37, 70, 96], // tiled kernel, vector loads
   ])('quantized linear: i8 codes x row scales, M=%i N=%i K=%i', async (M, N, K) => {
     const rng = new Rng(21);
-    const codes = Array.from({ length: N * K }, () => rng.int(63) - 31);
+    const codes = Array.from({ length: N * K }, () => rng.int(256) - 128); // the whole i8 range, -128 and 127 included
     const scales = Array.from({ length: N }, () => 0.01 + rng.uniform() * 0.05);
     const x = await rand([M, K], 22, backend);
     const b = await rand([N], 23, backend);
