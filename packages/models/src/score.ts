@@ -1,4 +1,4 @@
-import { InputError, Scratch } from '@phalanx/core';
+import { InputError, NumericsError, Scratch } from '@phalanx/core';
 import { crossEntropy } from '@phalanx/ops';
 import type { Network } from './network.js';
 
@@ -50,7 +50,20 @@ export function slidingWindows(n: number, window: number, stride: number): Windo
   return out;
 }
 
-/** Log-likelihood of every token of `ids` after the first, by sliding windows; see ScoreResult. */
+/** The NumericsError for a NaN or infinite loss at local position t of window `index`: its logits were not finite. */
+function nonFiniteLoss(w: Window, index: number, count: number, t: number, loss: number): NumericsError {
+  const p = w.start + t;
+  return new NumericsError(
+    `score: non-finite logits at position ${p} (predicting ids[${p + 1}]) in window ${index} (ids ${w.start} to ${w.start + w.length - 1}; windows 0 to ${count - 1}): ` +
+      `the loss is ${loss}; the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed`,
+  );
+}
+
+/**
+ * Log-likelihood of every token of `ids` after the first, by sliding windows; see ScoreResult. Non-finite
+ * logits at a scored position (a NaN or infinite loss) are a NumericsError naming the first such position and
+ * its window.
+ */
 export async function scoreIds(network: Network, ids: readonly number[], maxContext: number, options: ScoreOptions = {}): Promise<ScoreResult> {
   const window = options.window ?? Math.min(512, maxContext);
   const stride = options.stride ?? Math.max(1, Math.floor(window / 2));
@@ -75,7 +88,12 @@ export async function scoreIds(network: Network, ids: readonly number[], maxCont
       const targets = group.flatMap((w) => ids.slice(w.start + 1, w.start + 1 + T));
       const nll = await (await s.keep(crossEntropy(await s.keep(logits.reshape([group.length * T, -1])), targets))).data();
       group.forEach((w, g) => {
-        for (let t = w.from; t < T; t++) logLikelihoods[w.start + t] = -nll[g * T + t]!;
+        for (let t = w.from; t < T; t++) {
+          const loss = nll[g * T + t]!;
+          // finite logits give a finite loss, so checking the losses read back anyway finds non-finite logits for free
+          if (!Number.isFinite(loss)) throw nonFiniteLoss(w, i + g, windows.length, t, loss);
+          logLikelihoods[w.start + t] = -loss;
+        }
       });
     } finally {
       s.dispose();

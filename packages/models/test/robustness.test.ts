@@ -5,13 +5,15 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openCheckpoint, writeSafetensors } from '@phalanx/checkpoint';
-import { CheckpointError, DeviceError, DeviceLostError, InputError, NumericsError, getBackend, tensor } from '@phalanx/core';
+import { type LlamaConfig, openCheckpoint, writeSafetensors } from '@phalanx/checkpoint';
+import { CheckpointError, DeviceError, DeviceLostError, InputError, NumericsError, Rng, getBackend, tensor } from '@phalanx/core';
 import { type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Model, loadModel } from '../src/index.js';
-import { writeRandomLlama } from './checkpoint-dir.js';
+import { Model, loadModel } from '../src/index.js';
+import { llama as llamaPreset } from '../src/presets/llama.js';
+import { RANDOM_LLAMA_CONFIG, writeRandomLlama } from './checkpoint-dir.js';
+import { configOf, randomWeights } from './harness.js';
 
 const { backends, gpu, gpuSkipReason } = await testBackends();
 let dir: string;
@@ -104,6 +106,62 @@ describe('non-finite weights', () => {
     expect(error).toBeInstanceOf(NumericsError);
     expect((error as Error).message).toMatch(/^generate: non-finite logits after 3 tokens \(sample logits: row 0 holds NaN or \+Infinity, first at index 0\)/);
     model.dispose();
+  });
+
+  it.each(backends.map((b) => [b.name, b] as const))('without checkWeights, score on %s reports the non-finite logits with a NumericsError', async (_, backend) => {
+    const model = await loadModel(await poisoned(`inf-score-${backend.name}`, 'f32', Infinity), { backend });
+    const error = await model.score([1, 2, 3, 4]).then(() => undefined, (e: unknown) => e);
+    expect(error).toEqual(
+      new NumericsError(
+        'score: non-finite logits at position 0 (predicting ids[1]) in window 0 (ids 0 to 2; windows 0 to 0): the loss is NaN; the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed',
+      ),
+    );
+    model.dispose();
+  });
+
+  describe.each(backends.map((b) => [b.name, b] as const))('score on %s', (_, backend) => {
+    /** Untied, so an Infinity in the embedding of token 7 makes the logits NaN where 7 is read and after (through the norms and causal attention), not logit 7 everywhere. */
+    const poison = 7;
+    let model: Model;
+    let ids: number[];
+    beforeAll(() => {
+      const config = configOf<LlamaConfig>({ ...RANDOM_LLAMA_CONFIG, tie_word_embeddings: false });
+      const weights = randomWeights(llamaPreset, config, backend, 1, (name, shape, rng) => {
+        if (name !== 'model.embed_tokens.weight') return undefined;
+        const values = Array.from({ length: shape[0]! * shape[1]! }, () => rng.normal() / Math.sqrt(shape[1]!));
+        values[poison * shape[1]! + 5] = Infinity;
+        return values;
+      });
+      model = new Model(llamaPreset.build(config, weights), null, llamaPreset.maxContext(config), 'poisoned embedding');
+      const rng = new Rng(4);
+      ids = Array.from({ length: 20 }, () => 10 + Math.floor(rng.uniform() * 200));
+    });
+    afterAll(() => model.dispose());
+    const refused = (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+    const message = (position: number, window: string) =>
+      `score: non-finite logits at position ${position} (predicting ids[${position + 1}]) in window ${window}; windows 0 to 3): the loss is NaN; the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed`;
+
+    // windows of 8 every 4 over 19 predictions: ids [0, 8) score positions 0..7, [4, 12) 8..11, [8, 16) 12..15, [12, 19) 16..18
+    const windows = { window: 8, stride: 4 };
+
+    it('scores finite logits without complaint', async () => {
+      const clean = await model.score(ids, windows);
+      expect(clean.logLikelihoods.every(Number.isFinite)).toBe(true);
+    });
+
+    it('names the first scored position whose logits are not finite, and its window', async () => {
+      // one window per forward: 7 at position 12, the first position window 2 scores (window 3 also reads it, but is never reached)
+      const at12 = ids.with(12, poison);
+      expect(await refused(model.score(at12, { ...windows, batch: 1 }))).toEqual(new NumericsError(message(12, '2 (ids 8 to 15')));
+      // windows 0..2 run as one batch of 3 rows, in which the rows and positions before 13 stay finite on the CPU
+      const at13 = ids.with(13, poison);
+      const error = await refused(model.score(at13, windows));
+      const exact = new NumericsError(message(13, '2 (ids 8 to 15'));
+      if (backend.name === 'cpu') expect(error).toEqual(exact);
+      // WebGPU's tiled prefill attention multiplies the masked value of a NaN key by 0 (0 x NaN = NaN), so for now
+      // every position of the batch is NaN there, and the first scored one is position 0
+      else expect([exact, new NumericsError(message(0, '0 (ids 0 to 7'))]).toContainEqual(error);
+    });
   });
 });
 
