@@ -7,3 +7,5 @@ export * from './linear.js';
 export * from './layers.js';
 export * from './rope.js';
 export * from './sampling.js';
+/** WGSL for kernels of other packages built like ops' own (the packed GEMV of @phalanx/quantizer). */
+export { gemvLaneSum } from './webgpu/linear.js';

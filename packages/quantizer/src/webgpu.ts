@@ -1,5 +1,6 @@
 import { type DType, InputError, type Tensor, empty, registerKernel } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
+import { gemvLaneSum } from '@phalanx/ops';
 import type { PackedLinearAttrs } from './linear.js';
 
 /** Rows of x the GEMV handles at once (decode, tiny batches); more rows take the tiled kernel. */
@@ -282,7 +283,7 @@ function unalignedGemvProgram(xDType: DType, post: PackedEpilogue, rows: number,
   return cached(`quantizer:gemv:${xDType}:${ep.key}:${rows}:any:${rowsPerGroup}x${lanes}`, () => {
     const threads = rowsPerGroup * lanes;
     const R = range(rows);
-    const part = (m: number) => `partial[${m * threads}u + lid.x]`;
+    const laneSum = gemvLaneSum(rows, threads, lanes, ep.apply);
     return program({
       name: 'packedLinear',
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
@@ -290,7 +291,7 @@ function unalignedGemvProgram(xDType: DType, post: PackedEpilogue, rows: number,
       views: { codes: 'u32' },
       uniforms: { N: 'u32', K: 'u32', bits: 'u32' },
       workgroupSize: threads,
-      helpers: `var<workgroup> partial: array<f32, ${rows * threads}>;\n${CODE_AT}`,
+      helpers: `${laneSum.decl}\n${CODE_AT}`,
       main: `  let r = lid.x / ${lanes}u;
   let lane = lid.x % ${lanes}u;
   let n = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r;
@@ -302,17 +303,7 @@ function unalignedGemvProgram(xDType: DType, post: PackedEpilogue, rows: number,
       ${R.map((m) => `acc${m} += q * load_x(${m}u * u.K + k);`).join(' ')}
     }
   }
-  ${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
-  workgroupBarrier();
-  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      ${R.map((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < u.N) {
-    ${R.map((m) => `out[${m}u * u.N + n] = ${ep.apply(part(m), 'n')};`).join('\n    ')}
-  }`,
+  ${laneSum.store}`,
     });
   });
 }

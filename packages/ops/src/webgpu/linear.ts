@@ -197,6 +197,31 @@ export interface GemvShape {
 export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4 };
 
 /**
+ * WGSL for the end of a GEMV whose `lanes` consecutive threads share output row `n` (with `lane`, `n`, `lid`
+ * and `u.N` in scope): `decl` declares the workgroup array; `store` adds each thread's partial sums `acc0`..
+ * (one per row of x) over its lanes and has lane 0 store out[m, n] = apply(sum, 'n'). Shared with the packed
+ * GEMV of @phalanx/quantizer.
+ */
+export function gemvLaneSum(rows: number, threads: number, lanes: number, apply: (value: string, col: string) => string): { decl: string; store: string } {
+  const R = Array.from({ length: rows }, (_, m) => m);
+  const part = (m: number) => `partial[${m * threads}u + lid.x]`;
+  return {
+    decl: `var<workgroup> partial: array<f32, ${rows * threads}>;`,
+    store: `${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      ${R.map((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < u.N) {
+    ${R.map((m) => `out[${m}u * u.N + n] = ${apply(part(m), 'n')};`).join('\n    ')}
+  }`,
+  };
+}
+
+/**
  * y[m, n] = dot(x[m, :], w[n, :]) for a few rows m: memory-bound on w, which is streamed once. `lanes`
  * threads own one output row n and read w[n, :] in 16-byte vectors (4 floats, or 4 halves as 2 words),
  * `unroll` at a time so that more loads are in flight, reusing each vector for every x row; lanes are then summed in
@@ -210,7 +235,7 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Ep
     const lw = load4('w', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
-    const part = (m: number) => `partial[${m * threads}u + lid.x]`;
+    const laneSum = gemvLaneSum(rows, threads, lanes, ep.apply);
     return program({
       name: 'matmul',
       inputs: { x: xDType, w: wDType, ...ep.inputs },
@@ -218,7 +243,7 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Ep
       views: xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view },
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
-      helpers: `var<workgroup> partial: array<f32, ${rows * threads}>;
+      helpers: `${laneSum.decl}
 ${lw.fn}
 fn x4(m: u32, k4: u32) -> vec4<f32> {
   ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
@@ -240,17 +265,7 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
       ${R.map((m) => `acc${m} += dot(w0, x4(${m}u, k4));`).join('\n      ')}
     }
   }
-  ${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
-  workgroupBarrier();
-  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      ${R.map((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u && n < u.N) {
-    ${R.map((m) => `out[${m}u * u.N + n] = ${ep.apply(part(m), 'n')};`).join('\n    ')}
-  }`,
+  ${laneSum.store}`,
     });
   });
 }
