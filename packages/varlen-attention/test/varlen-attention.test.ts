@@ -1,8 +1,9 @@
-import { type Backend, type DType, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, empty, getKernels, tensor } from '@phalanx/core';
+import { type Backend, type DType, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, cpu, empty, getKernels, tensor } from '@phalanx/core';
+import type { Program } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it, vi } from 'vitest';
 import { type ScoreOptions, type VarlenAttentionAttrs, appendKv, attendStep, createKvCache, keyBounds, varlenAttention } from '../src/index.js';
-import { BLOCK_Q, type PrefillTile, prefillProgram, subgroupPrefillProgram, subgroupPrefillUsable } from '../src/webgpu/prefill.js';
+import { BLOCK_Q, type PrefillTile, prefillProgram, rowPrefillProgram, subgroupPrefillProgram, subgroupPrefillUsable } from '../src/webgpu/prefill.js';
 
 const { backends, gpu } = await testBackends();
 
@@ -58,6 +59,61 @@ function naive(q: number[], k: number[], v: number[], p: Naive): number[] {
 
 const offsets = (lengths: number[]) => lengths.reduce((cu, n) => [...cu, cu[cu.length - 1]! + n], [0]);
 
+const kind = (x: number) => (Number.isNaN(x) ? 'NaN' : x === Infinity ? '+Infinity' : x === -Infinity ? '-Infinity' : 'finite');
+
+/**
+ * `out` is NaN, +Infinity or -Infinity exactly where `ref` is (reported as [row, head, dim] of an output of
+ * `heads` heads of `D` dims), and close to it elsewhere.
+ */
+function assertSameNonFinite(ref: number[], out: ArrayLike<number>, heads: number, D: number, name: string) {
+  const at = ref.findIndex((r, i) => kind(r) !== kind(out[i]!));
+  if (at >= 0) {
+    const where = [Math.floor(at / (heads * D)), Math.floor(at / D) % heads, at % D];
+    throw new Error(`${name}: output [${where.join(', ')}] is ${out[at]}, expected ${ref[at]}`);
+  }
+  const finite = ref.flatMap((r, i) => (Number.isFinite(r) ? [i] : []));
+  assertClose(
+    finite.map((i) => ref[i]!),
+    finite.map((i) => out[i]!),
+    { rtol: 2e-6, name },
+  );
+}
+
+/** One non-finite element written into an input: row `row`, head `head`, dim `dim` of k, v or the state k or v. */
+interface Poison {
+  input: 'k' | 'v' | 'ks' | 'vs';
+  row: number;
+  head: number;
+  dim: number;
+  value: number;
+}
+
+/** A copy of x ([rows, heads, D] values) with the poisoned element, when `poison` is aimed at `input`. */
+const poisoned = (x: number[], input: Poison['input'], heads: number, D: number, poison?: Poison) => {
+  if (poison?.input !== input) return x;
+  const y = [...x];
+  y[(poison.row * heads + poison.head) * D + poison.dim] = poison.value;
+  return y;
+};
+
+/**
+ * Which outputs [T, Hq, D] the poisoned element must reach, from `keyBounds` (independently of the float64
+ * reference's own mask): the queries that attend to it (a state row: only its own query), on the query heads
+ * of its kv head; all dims for a key, only its own dim for a value.
+ */
+function reached(a: VarlenAttentionAttrs, p: Poison): boolean[] {
+  const { T, Hq, Hkv, D } = a;
+  const bounds = keyBounds(a);
+  const out: boolean[] = [];
+  for (let i = 0; i < T; i++) {
+    const sees = p.input === 'k' || p.input === 'v' ? bounds[2 * i]! <= p.row && p.row <= bounds[2 * i + 1]! : i === p.row;
+    for (let h = 0; h < Hq; h++) {
+      for (let d = 0; d < D; d++) out.push(sees && Math.floor(h / (Hq / Hkv)) === p.head && (p.input === 'k' || p.input === 'ks' || d === p.dim));
+    }
+  }
+  return out;
+}
+
 describe.each(backends)('varlenAttention on $name', (backend) => {
   async function check(lengths: number[], Hq: number, Hkv: number, D: number, options: Omit<Naive, 'T' | 'Hq' | 'Hkv' | 'D' | 'cu' | 'state'> & { stateKv?: boolean; dtype?: DType } = {}) {
     const cu = offsets(lengths);
@@ -108,6 +164,71 @@ describe.each(backends)('varlenAttention on $name', (backend) => {
   it('a long document with GQA, softcap, qGain and state tokens', () => check([260], 4, 2, 64, { softcap: 3, gain: [1.2, 0.4, 2, 1], stateKv: true }));
 
   it('head dims above 64 (the one-query-per-thread kernel)', () => check([70, 3], 2, 1, 72, { window: 20 }));
+
+  interface PoisonCase {
+    name: string;
+    lengths: number[];
+    Hq: number;
+    Hkv: number;
+    D: number;
+    poison: Poison;
+    causal?: boolean;
+    window?: number;
+    softcap?: number;
+  }
+
+  /**
+   * One non-finite element in a key, value or state row: the output is non-finite exactly where the float64
+   * reference's is (the queries that attend to it), and unchanged elsewhere: a masked key's 0 * NaN must not
+   * leak into other queries or documents, and an attended NaN key must not be dropped.
+   */
+  async function checkPoisoned(c: PoisonCase) {
+    const { lengths, Hq, Hkv, D, poison, causal = true, window = Infinity, softcap = 0 } = c;
+    const cu = offsets(lengths);
+    const T = cu[cu.length - 1]!;
+    const q = await rand([T, Hq, D], 1, backend);
+    const [k, v, ks, vs] = await Promise.all(
+      (['k', 'v', 'ks', 'vs'] as const).map(async (input, i) => {
+        const x = poisoned((await rand([T, Hkv, D], 2 + i, backend)).v, input, Hkv, D, poison);
+        return { t: tensor(x, [T, Hkv, D], { backend }), v: x };
+      }),
+    );
+    const stateKv = poison.input === 'ks' || poison.input === 'vs';
+    const y = await varlenAttention({ q: q.t, k: k!.t, v: v!.t }, { cuSeqlens: cu, causal, window: c.window, softcap, stateKv: stateKv ? { k: ks!.t, v: vs!.t } : undefined });
+    const ref = naive(q.v, k!.v, v!.v, { T, Hq, Hkv, D, cu, causal, window, softcap, state: stateKv ? { k: ks!.v, v: vs!.v } : undefined });
+    assertSameNonFinite(ref, await y.data(), Hq, D, c.name);
+    // a non-finite value, or a NaN key, reaches every query that attends to it (an infinite key's logit may be
+    // -Infinity, a weight of 0); the reference agrees with keyBounds on which those are
+    if (poison.input.startsWith('v') || Number.isNaN(poison.value)) {
+      const want = reached({ T, Hq, Hkv, D, scale: 1, softcap, hasGain: false, hasState: stateKv, cuSeqlens: cu, causal, window }, poison);
+      expect(ref.findIndex((r, i) => Number.isFinite(r) === want[i])).toBe(-1);
+      expect(want.some((w) => w)).toBe(true);
+    }
+  }
+
+  // documents of 40 and 50 tokens share the first query block and key tiles; the poisoned token 45 is in the second
+  const packed = { lengths: [40, 50, 3, 200], Hq: 4, Hkv: 2, D: 16 };
+  const at45 = (input: Poison['input'], value = NaN): Poison => ({ input, row: 45, head: 1, dim: 5, value });
+  it.each<PoisonCase>([
+    { name: 'NaN value, causal', ...packed, poison: at45('v') },
+    { name: 'NaN value, causal, window 8', ...packed, poison: at45('v'), window: 8 },
+    { name: 'NaN value, non-causal, window 20', ...packed, poison: at45('v'), causal: false, window: 20 },
+    { name: 'NaN key, causal', ...packed, poison: at45('k') },
+    { name: 'NaN key, causal, window 8', ...packed, poison: at45('k'), window: 8 },
+    { name: 'NaN key, non-causal, window 20', ...packed, poison: at45('k'), causal: false, window: 20 },
+    { name: 'NaN key, softcap', ...packed, poison: at45('k'), softcap: 2 },
+    { name: '+Infinity value, window 30', ...packed, poison: at45('v', Infinity), window: 30 },
+    { name: '-Infinity value', ...packed, poison: at45('v', -Infinity) },
+    { name: 'infinite key (+Infinity or -Infinity logits)', ...packed, poison: at45('k', Infinity), window: 30 },
+    { name: 'NaN state key', ...packed, poison: at45('ks'), window: 8 },
+    { name: 'NaN state value', ...packed, poison: at45('vs') },
+    // whole tiles (every query of the block sees every key) after the diagonal ones, GQA 4:1
+    { name: 'NaN value in a long document, head dim 64', lengths: [10, 300], Hq: 8, Hkv: 2, D: 64, poison: { input: 'v', row: 20, head: 0, dim: 63, value: NaN } },
+    { name: 'NaN key in a long document, head dim 64', lengths: [10, 300], Hq: 8, Hkv: 2, D: 64, poison: { input: 'k', row: 20, head: 1, dim: 0, value: NaN }, window: 100 },
+    // the one-query-per-thread kernel
+    { name: 'NaN value, head dim 72', lengths: [70, 3, 40], Hq: 2, Hkv: 1, D: 72, poison: { input: 'v', row: 75, head: 0, dim: 71, value: NaN }, window: 20 },
+    { name: 'NaN key, head dim 72', lengths: [70, 3, 40], Hq: 2, Hkv: 1, D: 72, poison: { input: 'k', row: 75, head: 0, dim: 3, value: NaN } },
+  ])('$name reaches exactly the queries that attend to it', (c) => checkPoisoned(c));
 
   it('empty documents (cuSeqlens padded with the total) and a qGain tensor', async () => {
     const cu = [0, 0, 3, 3, 10, 10, 10];
@@ -254,6 +375,54 @@ describe.skipIf(!gpu)('WebGPU prefill: subgroup-max variant of the tiled kernel'
   ] as const)('head dim %i, %s inputs', (D, dtype) => checkVariant({ lengths: [5, 70, 66], Hq: 2, Hkv: 1, D, dtype }));
 });
 
+describe.skipIf(!gpu)('WebGPU prefill programs: NaN and infinities in keys and values', () => {
+  const sgOk = gpu ? subgroupPrefillUsable(gpu) === true : false;
+  type Build = (a: VarlenAttentionAttrs, inputs: Tensor[]) => Program;
+  const programs: [string, Build][] = [
+    ['tiled, rows 4', (a, inputs) => prefillProgram(a, inputs, { rows: 4 })],
+    ['tiled, rows 8', (a, inputs) => prefillProgram(a, inputs, { rows: 8 })],
+    ...(sgOk
+      ? ([
+          ['subgroup-max, rows 4', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 4 })],
+          ['subgroup-max, rows 8', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 8 })],
+        ] as [string, Build][])
+      : []),
+    ['one query per thread', rowPrefillProgram],
+  ];
+
+  // Each program run directly (no routing) against the CPU kernel on the same inputs: NaN and infinities in the
+  // same output elements, the rest close. Documents of 40 and 50 tokens share the first query block and key tiles.
+  it.each(programs)('%s: non-finite outputs where the CPU kernel has them, and only there', async (_name, build) => {
+    const [Hq, Hkv, D] = [4, 2, 64];
+    const cu = offsets([40, 50, 3, 100]);
+    const T = cu[cu.length - 1]!;
+    const cases: { poison: Poison; causal: boolean; window: number }[] = [
+      { poison: { input: 'v', row: 45, head: 1, dim: 5, value: NaN }, causal: true, window: Infinity },
+      { poison: { input: 'v', row: 45, head: 0, dim: 63, value: Infinity }, causal: true, window: 8 },
+      { poison: { input: 'k', row: 45, head: 1, dim: 0, value: NaN }, causal: false, window: 20 },
+      { poison: { input: 'k', row: 100, head: 0, dim: 7, value: NaN }, causal: true, window: Infinity },
+    ];
+    for (const { poison, causal, window } of cases) {
+      const name = JSON.stringify({ ...poison, value: String(poison.value), causal, window });
+      const [q, k, v] = await Promise.all(
+        (['q', 'k', 'v'] as const).map(async (input, i) => {
+          const H = input === 'q' ? Hq : Hkv;
+          return poisoned((await rand([T, H, D], 60 + i, cpu)).v, input as Poison['input'], H, D, poison);
+        }),
+      );
+      const onCpu = await varlenAttention({ q: tensor(q!, [T, Hq, D]), k: tensor(k!, [T, Hkv, D]), v: tensor(v!, [T, Hkv, D]) }, { cuSeqlens: cu, causal, window: Number.isFinite(window) ? window : undefined });
+      const want = Array.from(await onCpu.data());
+      expect(want.some((x) => !Number.isFinite(x)) && want.some(Number.isFinite)).toBe(true);
+      const a: VarlenAttentionAttrs = { T, Hq, Hkv, D, scale: 1 / Math.sqrt(D), softcap: 0, hasGain: false, hasState: false, cuSeqlens: cu, causal, window };
+      const inputs = [tensor(q!, [T, Hq, D], { backend: gpu }), tensor(k!, [T, Hkv, D], { backend: gpu }), tensor(v!, [T, Hkv, D], { backend: gpu })];
+      const bounds = tensor(keyBounds(a), [2 * T], { dtype: 'u32', backend: gpu });
+      const out = empty([T, Hq, D], { backend: gpu });
+      await gpu!.run(build(a, inputs), [...inputs, bounds], [out], { T, Hq, Hkv, scale: a.scale, softcap: 0 }, [Math.ceil(T / BLOCK_Q), Hq, 1]);
+      assertSameNonFinite(want, await out.data(), Hq, D, name);
+    }
+  });
+});
+
 describe.each(backends)('KV-cache decode on $name', (backend) => {
   const [Hq, Hkv, D] = [4, 2, 8];
 
@@ -305,6 +474,49 @@ describe.each(backends)('KV-cache decode on $name', (backend) => {
   });
 
   it('state tokens in decode', () => decodeMatchesPrefill([5, 1], 3, { capacity: 8, stateKv: true }));
+
+  /**
+   * Packed sequences of `prompts` + `steps` tokens with one poisoned key or value element (a row of the packed
+   * k or v): the prompts go through appendKv, the rest through attendStep, and every step must be non-finite
+   * exactly where the float64 prefill reference is. Returns the reference's rows of the steps, per sequence.
+   */
+  async function decodePoisoned(prompts: number[], steps: number, poison: Poison, options: { window?: number; capacity?: number }) {
+    const B = prompts.length;
+    const cu = offsets(prompts.map((n) => n + steps));
+    const T = cu[B]!;
+    const q = (await rand([T, Hq, D], 30, backend)).v;
+    const [k, v] = await Promise.all((['k', 'v'] as const).map(async (input, i) => poisoned((await rand([T, Hkv, D], 31 + i, backend)).v, input, Hkv, D, poison)));
+    const ref = naive(q, k!, v!, { T, Hq, Hkv, D, cu, window: options.window });
+    const gather = (x: number[], heads: number, rows: number[]) => tensor(rows.flatMap((r) => x.slice(r * heads * D, (r + 1) * heads * D)), [rows.length, heads, D], { backend });
+    const cache = createKvCache({ batch: B, heads: Hkv, dim: D, ...options, backend });
+    const promptRows = prompts.flatMap((n, b) => Array.from({ length: n }, (_, i) => cu[b]! + i));
+    await appendKv(cache, { k: gather(k!, Hkv, promptRows), v: gather(v!, Hkv, promptRows) }, offsets(prompts));
+    const stepRefs: number[][][] = prompts.map(() => []);
+    for (let s = 0; s < steps; s++) {
+      const rows = prompts.map((n, b) => cu[b]! + n + s);
+      const y = await attendStep(cache, gather(q, Hq, rows), gather(k!, Hkv, rows), gather(v!, Hkv, rows));
+      const want = rows.flatMap((r) => ref.slice(r * Hq * D, (r + 1) * Hq * D));
+      assertSameNonFinite(want, await y.data(), Hq, D, `${JSON.stringify(poison)} step ${s}`);
+      rows.forEach((r, b) => stepRefs[b]!.push(ref.slice(r * Hq * D, (r + 1) * Hq * D)));
+    }
+    cache.dispose();
+    return stepRefs;
+  }
+
+  it.each<Poison>([
+    { input: 'v', row: 1, head: 1, dim: 3, value: NaN },
+    { input: 'k', row: 1, head: 0, dim: 2, value: NaN },
+  ])('a NaN in one cached $input reaches only the steps that attend to it, in its own sequence', async (poison) => {
+    const finite = (rows: number[][]) => rows.map((r) => r.every(Number.isFinite));
+    // window 4: token 1 of sequence 0 is seen up to its position 5, i.e. by steps 0 .. 2 after a prompt of 3
+    const windowed = await decodePoisoned([3, 6], 6, poison, { window: 4 });
+    expect(finite(windowed[0]!)).toEqual([false, false, false, true, true, true]);
+    expect(finite(windowed[1]!)).toEqual(Array(6).fill(true));
+    // a global layer sees it at every step of sequence 0, never in sequence 1
+    const global = await decodePoisoned([3, 6], 3, poison, { capacity: 9 });
+    expect(finite(global[0]!)).toEqual([false, false, false]);
+    expect(finite(global[1]!)).toEqual([true, true, true]);
+  });
 
   it('refuses bad caches, shapes and overflow with typed errors', async () => {
     expect(() => createKvCache({ batch: 1, heads: 2, dim: 8, backend })).toThrow(/capacity must be a positive integer/);

@@ -7,7 +7,8 @@ export const MAX_DIM = 256;
 
 /**
  * The logit of a key a query does not see. Finite, because drivers may compile with fast math where
- * infinities are undefined; any real logit is far above it (`> SEEN` tells them apart).
+ * infinities are undefined. Kernels tell masked keys by their positions, never by comparing logits with it:
+ * a NaN logit (a NaN key) compares false with anything, and must reach the query's output.
  */
 const MASKED = '-3.0e38';
 
@@ -27,7 +28,7 @@ export function scoreUniforms(a: ScoreAttrs): Record<string, number> {
 /**
  * WGSL shared by the kernels, for head dim D padded to D4 vec4s: `row4_<x>(base, d4)` reads dims
  * 4 d4 .. 4 d4 + 3 of the row at `base` of any input dtype (zeros past D); `qmult(h)` is the scale times
- * the head's gain (folded into q); `capped(x)` applies the softcap; MASKED / SEEN as above.
+ * the head's gain (folded into q); `capped(x)` applies the softcap; MASKED as above.
  */
 export function scoreHelpers(a: ScoreAttrs, rows: string[]): string {
   const { D } = a;
@@ -42,7 +43,6 @@ export function scoreHelpers(a: ScoreAttrs, rows: string[]): string {
   return `const D: u32 = ${D}u;
 const D4: u32 = ${Math.ceil(D / 4)}u;
 const MASKED: f32 = ${MASKED};
-const SEEN: f32 = -1.0e38;
 ${[...rows, ...(a.hasState ? ['ks', 'vs'] : [])].map(row4).join('\n')}
 fn qmult(h: u32) -> f32 { return u.scale${a.hasGain ? ' * load_gain(h)' : ''}; }
 fn capped(x: f32) -> f32 {

@@ -35,10 +35,16 @@ export function tiledBytes(D: number): number {
  *   Qs [64][D4]   the query block, pre-multiplied by scale and gain, staged once;
  *   KV            the key tile [32][D4], then the value tile [32][DV4] (vec4s; key columns XOR-swizzled by
  *                 key % 8 so that the 8 keys read at once sit in distinct banks);
- *   Ps [32][64]   each thread's row maxima over its own keys (first 8 "keys": slot tx), then the tile's
- *                 probabilities, k-major: one vec4 read gives 4 rows.
+ *   Ps [32][64]   each thread's row maxima over its own keys (first 8 "keys": slot tx) and, in a masked
+ *                 tile, each thread's non-finite value flag (after them), then the tile's probabilities,
+ *                 k-major: one vec4 read gives 4 rows.
  * Per tile: S = Q K^T (4 x rows logits a thread, one vec4 dot per 4 dims); only tiles that cross some
- * query's bounds are masked. Each thread's maxima over its 4 keys go to Ps, so each thread reads its rows'
+ * query's bounds are masked. A query's output depends only on the keys it sees (as in the CPU reference): a
+ * NaN key or value it sees makes it NaN, one it does not see has no effect. Whole tiles need nothing for that
+ * (every key is seen, so a NaN logit gives a NaN weight); masked tiles zero the masked weights by position
+ * (not by logit, which would drop a NaN key), and, where a value they stage is NaN or infinite (a check by the
+ * bits as it is staged), add P V with the masked keys' values selected out, since 0 * NaN is NaN.
+ * Each thread's maxima over its 4 keys go to Ps, so each thread reads its rows'
  * maxima from 8 slots; the online softmax rescales the accumulator and writes P = exp(S - m) to Ps (as exp2:
  * log2(e) is folded into Qs, so logits are in log2 units); then O += P V. Each thread keeps partial row sums
  * over its own keys, summed across the row's 8 threads once at the end. Global loads are coalesced (a
@@ -54,7 +60,8 @@ export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: 
 /**
  * The tiled kernel with each row's tile maximum reduced across its 8 threads by subgroup shuffles
  * (`subgroupShuffleXor` by 1, 2, 4) instead of through Ps: no maxima writes or reads of workgroup memory, and
- * 4 barriers per key tile instead of 5 (the one that kept the maxima slots from being overwritten by P goes).
+ * 4 barriers per key tile instead of 5 (the one that kept the maxima slots from being overwritten by P goes;
+ * masked tiles keep a fifth, after reading the non-finite value flags that P overwrites).
  * The max is exact, so the result is bit-identical to `prefillProgram`'s. Sound only where the 8 threads of a
  * row (consecutive local invocation ids 8 ty .. 8 ty + 7) sit in one subgroup, with lanes in the same order:
  * subgroups of at least 8 consecutive invocations, as on NVIDIA (32), AMD (32/64), Intel (8-32) and lavapipe
@@ -113,10 +120,36 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
       DV4 === D4 ? `vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false);` : `vr${e} = vec4<f32>(0.0); if (l % DV4 < D4) { vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false); }`,
     );
     const stashV = loads(BK * DV4, (e) => `KV[l] = vr${e};`);
+    // Non-finite values of a masked tile. P V multiplies a masked key's value by p = 0, and 0 * NaN (or 0 * Inf) is
+    // NaN, so a tile whose masked keys may hold such a value takes a guarded P V. Thread (ty, tx) stages value
+    // columns = tx (mod 8), exactly those the threads with its tx read (threads and DV4 are multiples of 8): each
+    // writes a flag, 1 when one of its staged vec4s is NaN or infinite by the bits (compilers may assume floats
+    // are never NaN), into its slot of Ps after key 7 (free from the last tile's P V to this tile's P, and not
+    // among the row maxima slots), and after the next barrier each thread sums the NS flags of its tx. Whole tiles
+    // do none of this.
+    const NS = threads / 8;
+    const raiseFlag = `var bits = vec4<u32>(0u);
+      ${each(count(BK * DV4), (e) => `bits = max(bits, bitcast<vec4<u32>>(vr${e}) & vec4<u32>(0x7fffffffu));`, '\n      ')}
+      Ps[FLAGS + tx * ${NS / 4}u + ty / 4u][ty % 4u] = select(0.0, 1.0, any(bits >= vec4<u32>(0x7f800000u)));`;
+    const readFlags = `guardV = any((${each(range(NS / 4), (k) => `Ps[FLAGS + tx * ${NS / 4}u + ${k}u]`, ' + ')}) > vec4<f32>(0.0));`;
+    // the key range each of a thread's rows sees, as a mask over its 4 keys tx + 8 c of the tile
+    const keysSeen = (t: number) => `(j >= vec4<u32>(lo${t})) & (j <= vec4<u32>(hi${t}))`;
     // Ps holds one vec4 per (key, row group): row group g of thread ty is vec4 RT / 4 * ty + g of a key
     const ps = (key: string, g: number) => `Ps[${key} * (BQ / 4u) + ${RT / 4}u * ty + ${g}u]`;
     // x0..x{RT-1} (one vec4 per row, over keys tx + 8 c) into Ps
     const toPs = (x: string) => each(RG, (g) => each(R, (c) => `${ps(`(tx + ${8 * c}u)`, g)} = vec4<f32>(${each(R, (r) => `${x}${4 * g + r}[${c}]`, ', ')});`, '\n    '), '\n    ');
+    // O += P V over the tile's keys; `guarded` (a masked tile with a non-finite value in the thread's columns) adds
+    // only the values of keys in each row's [lo, hi], so that a masked key's 0 * NaN stays out of rows that do not
+    // see it
+    const inRows = (key: string, g: number) => `(vec4<u32>(${key}) >= vec4<u32>(${each(R, (r) => `lo${4 * g + r}`, ', ')})) & (vec4<u32>(${key}) <= vec4<u32>(${each(R, (r) => `hi${4 * g + r}`, ', ')}))`;
+    const pv = (guarded: boolean) => `for (var j = 0u; j < BK; j++) {
+        ${each(RG, (g) => `let p${g} = ${ps('j', g)};`, '\n        ')}
+        ${each(G, (n) => `let v${n} = KV[j * DV4 + tx + ${8 * n}u];`, '\n        ')}
+        ${guarded ? `${each(RG, (g) => `let seen${g} = ${inRows('j0 + j', g)};`, '\n        ')}\n        ` : ''}${accs(
+          (t, n) => `acc${t}_${n} = fma(vec4<f32>(${of('p', t)}), ${guarded ? `select(vec4<f32>(0.0), v${n}, ${of('seen', t)})` : `v${n}`}, acc${t}_${n});`,
+          '\n        ',
+        )}
+      }`;
     const direct = a.D % 4 === 0 ? row4Views({ q: q.dtype, k: k.dtype, v: v.dtype }) : undefined;
     // each row's maximum over the tile, mNew = max(m, that): from the 8 threads' own maxima over their 4 keys each
     // (exact, so the same m as reducing all 32 logits), exchanged through Ps or, with subgroupMax, by shuffles
@@ -130,6 +163,7 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
     workgroupBarrier();
     // the key tile is consumed: the value tile takes its place
     ${stashV}
+    if (masked) { ${readFlags} }
     ${each(RG, (g) => `var mNew${g} = m${g};`, ' ')}
     for (var t = 0u; t < 8u; t++) {
       ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('t', g)});`, '\n      ')}
@@ -148,6 +182,8 @@ const BQ: u32 = ${BLOCK_Q}u;
 const BK: u32 = ${BK}u;
 const DV4: u32 = ${DV4}u;
 const SW: u32 = ${SW}u;
+/** Where the non-finite value flags of a masked tile sit in Ps: from key 8 on. */
+const FLAGS: u32 = 8u * (BQ / 4u);
 /** log2(e): the kernel keeps logits in log2 units so that the softmax exponentials are bare exp2 calls. */
 const LOG2E: f32 = 1.4426950408889634;
 var<workgroup> Qs: array<vec4<f32>, ${BLOCK_Q * D4}>;
@@ -214,6 +250,9 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
   var j0 = kLo;
   ${fetchK('j0')}
   for (; j0 < kHi; j0 += BK) {
+    // a tile that some query of the block does not see whole: masked logits and weights, and guarded values
+    let masked = j0 < wholeLo || j0 + BK > wholeHi;
+    var guardV = false;
     ${stashK}
     ${fetchV}
     workgroupBarrier();
@@ -226,19 +265,31 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
       let cap = u.softcap * LOG2E; // the softcap in log2 units (see capped2)
       ${each(TR, (t) => `s${t} = cap * tanh(s${t} / cap);`, '\n      ')}
     }
-    if (j0 < wholeLo || j0 + BK > wholeHi) {
+    if (masked) {
       let j = vec4<u32>(j0 + tx) + vec4<u32>(0u, 8u, 16u, 24u);
-      ${each(TR, (t) => `s${t} = select(vec4<f32>(MASKED), s${t}, (j >= vec4<u32>(lo${t})) & (j <= vec4<u32>(hi${t})));`, '\n      ')}
+      ${each(TR, (t) => `s${t} = select(vec4<f32>(MASKED), s${t}, ${keysSeen(t)});`, '\n      ')}
+      ${raiseFlag}
     }
     ${tileMax}
     ${each(RG, (g) => `let alpha${g} = exp2(m${g} - mNew${g});\n    m${g} = mNew${g};`, '\n    ')}
-    ${each(TR, (t) => `let p${t} = select(vec4<f32>(0.0), exp2(s${t} - ${of('mNew', t)}), s${t} > vec4<f32>(SEEN));`, '\n    ')}
+    // every key of a whole tile is seen, so a NaN logit (a NaN key) gives a NaN weight and reaches the row
+    ${each(TR, (t) => `var p${t} = exp2(s${t} - ${of('mNew', t)});`, '\n    ')}
+    if (masked) {
+      // a masked key weighs 0 (by its position, not its logit: exp2(MASKED - MASKED) is 1 in a row that has seen
+      // no key yet, and a NaN logit must stay NaN)
+      let j = vec4<u32>(j0 + tx) + vec4<u32>(0u, 8u, 16u, 24u);
+      ${each(TR, (t) => `p${t} = select(vec4<f32>(0.0), p${t}, ${keysSeen(t)});`, '\n      ')}
+    }
     ${each(RG, (g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${each(R, (r) => `dot(p${4 * g + r}, vec4<f32>(1.0))`, ', ')});`, '\n    ')}
     ${accs((t, n) => `acc${t}_${n} *= ${of('alpha', t)};`, ' ')}
     ${
       subgroupMax
         ? `// every thread has read the key tile: the value tile takes its place (Ps is free since the last tile's end)
     workgroupBarrier();
+    if (masked) {
+      ${readFlags}
+      workgroupBarrier(); // every thread has read the flags before P overwrites them
+    }
     ${stashV}`
         : `// every thread has read the maxima slots before P (keys 0 .. 7 included) overwrites them
     workgroupBarrier();`
@@ -248,10 +299,10 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
     if (j0 + BK < kHi) {
       ${fetchK('(j0 + BK)')}
     }
-    for (var j = 0u; j < BK; j++) {
-      ${each(RG, (g) => `let p${g} = ${ps('j', g)};`, '\n      ')}
-      ${each(G, (n) => `let v${n} = KV[j * DV4 + tx + ${8 * n}u];`, '\n      ')}
-      ${accs((t, n) => `acc${t}_${n} = fma(vec4<f32>(${of('p', t)}), v${n}, acc${t}_${n});`, '\n      ')}
+    if (guardV) {
+      ${pv(true)}
+    } else {
+      ${pv(false)}
     }
     workgroupBarrier();
   }
@@ -280,8 +331,9 @@ export function blockK(D: number): number {
  * tiles of BK rows are staged in workgroup memory, and only the tiles between the block's first key (lo of
  * its first query) and last key (hi of its last query) are visited, so windowed layers and short documents
  * cost what they see. Per tile, each thread scores the keys in its own [lo, hi], then updates its online
- * softmax once (running max m, sum l, accumulator rescaled by exp(m_old - m_new)). The optional state key is
- * the softmax's first entry.
+ * softmax once (running max m, sum l, accumulator rescaled by exp(m_old - m_new)); keys outside [lo, hi] are
+ * skipped by position, so a NaN in a key or value reaches exactly the queries that see it. The optional state
+ * key is the softmax's first entry.
  */
 export function rowPrefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[]): Program {
   const extra = inputs.slice(3);
@@ -362,7 +414,9 @@ var<workgroup> blockKeys: vec2<u32>;`,
       l *= alpha;
       for (var d4 = 0u; d4 < D4; d4++) { acc[d4] *= alpha; }
       for (var jj = 0u; jj < BK; jj++) {
-        if (s[jj] > SEEN) {
+        // by position, not by logit: a NaN logit (a NaN key) stays NaN; a masked value is never multiplied (0 * NaN)
+        let j = j0 + jj;
+        if (j >= lo && j <= hi) {
           let p = exp(s[jj] - mNew);
           l += p;
           for (var d4 = 0u; d4 < D4; d4++) { acc[d4] += p * Vs[jj * D4 + d4]; }
