@@ -10,9 +10,10 @@
  * timed right after host work runs far below speed: a 512 MiB GEMV read 325 us after 100 ms of one-at-a-time
  * warm-up calls and 130 us after 300 ms of bursts), then `rounds` rounds of back-to-back calls. On
  * WebGPU each round is timed by GPU timestamps (per call: every pass of the round summed, divided by the
- * calls) and by the wall clock; on the CPU every call is a sample. Median, min and max are over the samples.
- * GFLOP/s and GB/s come from the median; the runner adds the ratio to the device peaks it measured in the
- * same run (`tools/bench/device.ts`).
+ * calls; each dispatch in a pass of its own, for per-kernel times) and by the wall clock, and the rounds are
+ * run again with dispatches sharing passes as in a model (`passMs`); on the CPU every call is a sample.
+ * Median, min and max are over the samples. GFLOP/s and GB/s come from the median; the runner adds the ratio
+ * to the device peaks it measured in the same run (`tools/bench/device.ts`).
  */
 import { type Backend, Rng, type Tensor, cpu, fallbackCounts, tensor } from '@phalanx/core';
 import { type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
@@ -79,6 +80,9 @@ export interface Row {
   bytes?: number;
   GFLOPs?: number;
   GBps?: number;
+  /** WebGPU: GPU ms per call with dispatches sharing passes (CaseTiming.passMs), and GB/s from it. */
+  passMs?: number;
+  passGBps?: number;
   /** Ops that ran on another backend during the case (work that left the GPU): op:from->to -> calls. */
   fallbacks?: Record<string, number>;
   check?: object;
@@ -215,6 +219,12 @@ export interface CaseTiming {
   kernels?: { name: string; perCall: number; msPerCall: number }[];
   /** false where the GPU has no timestamp queries: medianMs is then the wall clock. */
   timestamps?: boolean;
+  /**
+   * WebGPU with timestamps: GPU ms per call with the calls' dispatches sharing compute passes (profile('pass')),
+   * as a model records them; medianMs gives every dispatch a pass of its own, which adds a pass's fixed cost
+   * (~6 us on an H200) to each.
+   */
+  passMs?: number;
 }
 
 export function median(xs: readonly number[]): number {
@@ -284,10 +294,19 @@ export async function timeCall(backend: Backend, fn: () => Promise<unknown>, opt
       }
     }
   }
+  // the same rounds with dispatches sharing passes as they do in a model (no pass per dispatch)
+  const inPass: number[] = [];
+  for (let r = 0; timestamps && r < rounds; r++) {
+    const profile = g.profile('pass');
+    for (let i = 0; i < perRound; i++) await fn();
+    await g.sync();
+    inPass.push((await profile.stop()).totalMs / perRound);
+  }
   const calls = rounds * perRound;
   const w = stats(wall);
   const t = timestamps ? stats(gpu) : w;
   return {
+    passMs: timestamps ? median(inPass) : undefined,
     firstMs,
     medianMs: t.median,
     minMs: t.min,
@@ -350,6 +369,7 @@ export async function runCase(c: BenchCase, ctx: CaseContext, emit: (row: Row) =
       bytes: t.bytes,
       GFLOPs: t.flops !== undefined ? t.flops / ms / 1e6 : undefined,
       GBps: t.bytes !== undefined ? t.bytes / ms / 1e6 : undefined,
+      passGBps: t.bytes !== undefined && timing.passMs ? t.bytes / timing.passMs / 1e6 : undefined,
       ...(t.derive?.(ms) ?? {}),
       ...(t.extra ?? {}),
       check,

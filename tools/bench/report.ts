@@ -139,6 +139,7 @@ export function casesTable(results: Results): string {
       f(r.firstMs),
       r.medianMs !== undefined ? `${f(r.medianMs)} (${f(r.minMs)}-${f(r.maxMs)})` : '',
       f(r.wallMs),
+      f(r.passMs as number | undefined),
       f(r.GFLOPs),
       f(r.GBps),
       peak,
@@ -149,7 +150,7 @@ export function casesTable(results: Results): string {
   const peaks = Object.values(results.peaks)
     .map((p) => `- peaks on ${p.backend} (${p.device}): copy ${f(p.copyGBps)} GB/s, f32 matmul ${f(p.matmulGFLOPs)} GFLOP/s`)
     .join('\n');
-  return `${table(['component', 'case', 'backend', 'first ms', 'median ms (min-max)', 'wall ms', 'GFLOP/s', 'GB/s', 'of peak', 'check', 'vs main'], body)}\n\n${peaks}\n\nmedian ms: GPU time per call on WebGPU (timestamps, every pass summed), wall-clock on the CPU; decode rows: wall-clock ms per token. first ms: the first call (pipeline compilation included). vs main: main's median / this median (same device and size), from .bench/main.json.\n`;
+  return `${table(['component', 'case', 'backend', 'first ms', 'median ms (min-max)', 'wall ms', 'in-pass ms', 'GFLOP/s', 'GB/s', 'of peak', 'check', 'vs main'], body)}\n\n${peaks}\n\nmedian ms: GPU time per call on WebGPU (timestamps, every dispatch in a pass of its own, every pass summed), wall-clock on the CPU; in-pass ms: the same with dispatches sharing passes as in a model (no fixed cost of a pass per dispatch); decode rows: wall-clock ms per token. first ms: the first call (pipeline compilation included). vs main: main's median / this median (same device and size), from .bench/main.json.\n`;
 }
 
 /** WebGPU against each PyTorch implementation, case by case (ratio > 1: WebGPU faster). */

@@ -197,8 +197,8 @@ export class WebGPUBackend implements Backend {
     }
     if (workgroups.some((n) => n === 0)) return;
     const bindGroup = this.bindGroup(pipeline, entries);
-    const profiler = this.profiler;
-    // a profiled dispatch gets a pass of its own, for its timestamps; otherwise one pass serves many dispatches
+    // a dispatch profiled per kernel gets a pass of its own, for its timestamps; otherwise one pass serves many dispatches
+    const profiler = this.profiler?.mode === 'pass' ? undefined : this.profiler;
     const pass = profiler ? this.commandEncoder().beginComputePass(profiler.passDescriptor(program.name)) : this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -228,15 +228,16 @@ export class WebGPUBackend implements Backend {
   }
 
   /**
-   * Records per-kernel GPU time until `stop()`: timestamp queries when the adapter has them, otherwise
-   * wall-clock time with each dispatch submitted and awaited alone (slower, and it includes submit overhead).
+   * Records GPU time until `stop()` (see ProfileMode): per kernel from timestamp queries when the adapter has
+   * them, otherwise wall-clock time with each dispatch submitted and awaited alone (slower, and it includes
+   * submit overhead); or, with 'pass', per shared pass.
    */
   profile(mode: ProfileMode = 'auto'): { stop(): Promise<ProfileReport> } {
     if (this.profiler) throw new InputError('a profile is already running on this backend');
     this.flush();
-    const useTimestamps = mode === 'timestamp' || (mode === 'auto' && this.features.has('timestamp-query'));
-    if (useTimestamps && !this.features.has('timestamp-query')) throw new DeviceError(`profile('timestamp'): adapter ${this.info.description || this.info.vendor} has no timestamp-query`);
-    const profiler = new Profiler(this.device, useTimestamps ? 'timestamp' : 'wall', () => this.flush());
+    const kind = mode === 'auto' ? (this.features.has('timestamp-query') ? 'timestamp' : 'wall') : mode;
+    if (kind !== 'wall' && !this.features.has('timestamp-query')) throw new DeviceError(`profile('${kind}'): adapter ${this.info.description || this.info.vendor} has no timestamp-query`);
+    const profiler = new Profiler(this.device, kind, () => this.flush());
     this.profiler = profiler;
     return {
       stop: async () => {
@@ -307,7 +308,11 @@ export class WebGPUBackend implements Backend {
   }
 
   private computePass(): GPUComputePassEncoder {
-    this.pass ??= (this.encoder ??= this.device.createCommandEncoder()).beginComputePass();
+    if (!this.pass) {
+      // profile('pass') times each shared pass; its descriptor may flush first, so the encoder is taken after it
+      const timed = this.profiler?.mode === 'pass' ? this.profiler.passDescriptor('passes') : undefined;
+      this.pass = (this.encoder ??= this.device.createCommandEncoder()).beginComputePass(timed);
+    }
     return this.pass;
   }
 

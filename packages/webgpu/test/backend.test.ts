@@ -132,6 +132,18 @@ describe.runIf(gpu)('WebGPU backend', () => {
     }
   });
 
+  it("profile('pass') times the shared passes, not each dispatch", async () => {
+    const x = randn([64, 1000], { seed: 3, backend: g });
+    const p = g.profile('pass');
+    for (let i = 0; i < 5; i++) (await add(x, x)).dispose();
+    await g.sync(); // a submit ends the pass
+    (await sum(x, { axis: 1 })).dispose();
+    const report = await p.stop();
+    expect(report.mode).toBe('pass');
+    expect(report.kernels.map((k) => [k.name, k.count])).toEqual([['passes', 2]]);
+    expect(report.totalMs).toBeGreaterThan(0);
+  });
+
   it('timeOnGpu() sums the median GPU time of each kernel of a call', async () => {
     const x = randn([64, 500], { seed: 6, backend: g });
     const t = await timeOnGpu(g, async () => {
