@@ -22,7 +22,15 @@ const KERNELS_KEY = Symbol.for('@phalanx/core/kernels');
 const kernels: Map<string, KernelSpec[]> = ((globalThis as Record<symbol, unknown>)[KERNELS_KEY] as Map<string, KernelSpec[]>) ?? new Map();
 (globalThis as Record<symbol, unknown>)[KERNELS_KEY] = kernels;
 
-const key = (op: string, backend: string) => `${op}\u0000${backend}`;
+/** Registry keys by op and backend name, each string made once (a key built per call costs more than the lookup). */
+const keys = new Map<string, Map<string, string>>();
+function key(op: string, backend: string): string {
+  let byBackend = keys.get(op);
+  if (!byBackend) keys.set(op, (byBackend = new Map()));
+  let k = byBackend.get(backend);
+  if (k === undefined) byBackend.set(backend, (k = `${op}\u0000${backend}`));
+  return k;
+}
 
 /** Registers a kernel. Registering the same fn again for the same (op, backend) is a no-op. */
 export function registerKernel<A, B extends Backend>(spec: KernelSpec<A, B>): void {
@@ -49,10 +57,11 @@ export const fallbackCounts = new Map<string, number>();
 export async function runKernel<A>(op: string, inputs: Tensor[], attrs: A, backend?: Backend): Promise<Tensor[]> {
   const home = backend ?? inputs[0]?.backend;
   if (!home) throw new InputError(`${op}: no inputs and no backend given`);
-  inputs.forEach((t, i) => {
+  for (let i = 0; i < inputs.length; i++) {
+    const t = inputs[i]!;
     if (t.disposed) throw new InputError(`${op}: input ${i} (${t.name ?? 'tensor'}) was disposed`);
     if (t.backend !== home) throw new InputError(`${op}: input ${i} lives on '${t.backend.name}', the others on '${home.name}'; move it with await t.to(backend)`);
-  });
+  }
   const own = getKernels(op, home.name);
   if (own.length === 0) throw new MissingKernelError(op, home.name);
 

@@ -79,9 +79,9 @@ export class Tensor {
   /** A view with another shape over the same storage (one dim may be -1). */
   reshape(shape: Shape): Tensor {
     const ref = this.live();
-    const view = Object.create(Tensor.prototype) as Tensor;
-    const resolved = resolveReshape(this.shape, shape);
-    Object.assign(view, { backend: this.backend, dtype: this.dtype, name: this.name, shape: Object.freeze(resolved), size: this.size, ref });
+    // made by the constructor, so views and tensors share one object layout (property reads stay monomorphic)
+    const view = new Tensor(this.backend, ref.storage, resolveReshape(this.shape, shape), this.dtype, this.name);
+    view.ref = ref;
     ref.refs++;
     return view;
   }

@@ -38,7 +38,8 @@ export interface HeadOptions {
 export async function logitsHead(x: Tensor, options: HeadOptions): Promise<Tensor> {
   const s = new Scratch();
   try {
-    const rows = options.lastOnly ? await s.keep(lastPosition(x)) : x;
+    // one position (decode) is its own last: no gather
+    const rows = options.lastOnly && x.shape[1] !== 1 ? await s.keep(lastPosition(x)) : x;
     const normed = await s.keep(rmsNorm(rows, options.norm, { eps: options.eps }));
     if (options.softcap === undefined) return await linear(normed, options.head);
     return await softcap(await s.keep(linear(normed, options.head)), options.softcap);

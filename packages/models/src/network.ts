@@ -58,6 +58,9 @@ export interface PresetDefinition<C extends ModelConfig = ModelConfig> {
  * gives either form, and everything else with `get`.
  */
 export class Weights {
+  /** Per layer, what `layer` and `layerMatrix` found by suffix: a forward asks for the same ones every call. */
+  private readonly byLayer: Map<string, LinearWeight>[] = [];
+
   constructor(
     /** The checkpoint, for errors. */
     readonly file: string,
@@ -90,12 +93,16 @@ export class Weights {
 
   /** `model.layers.{l}.` + suffix. */
   layer(l: number, suffix: string): Tensor {
-    return this.get(`model.layers.${l}.${suffix}`);
+    const t = this.layerMatrix(l, suffix);
+    return t instanceof Tensor ? t : this.get(`model.layers.${l}.${suffix}`);
   }
 
   /** `model.layers.{l}.` + suffix, as `matrix`. */
   layerMatrix(l: number, suffix: string): LinearWeight {
-    return this.matrix(`model.layers.${l}.${suffix}`);
+    const found = (this.byLayer[l] ??= new Map());
+    let t = found.get(suffix);
+    if (!t) found.set(suffix, (t = this.matrix(`model.layers.${l}.${suffix}`)));
+    return t;
   }
 
   get names(): string[] {

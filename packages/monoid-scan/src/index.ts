@@ -163,8 +163,10 @@ export async function monoidStep(state: Tensor, inputs: { q: Tensor; k: Tensor; 
   checkInput(v, 'v', op, [[B, H, Dv]]);
   checkInput(logDecay, 'logDecay', op, [[B, H, Dk], [B, H]]);
   // [B, H, D] is laid out as [B, T = 1, H, D]
+  const sequences: Sequence[] = [];
+  for (let b = 0; b < B; b++) sequences.push({ batch: b, start: 0, end: 1 });
   const attrs: MonoidScanAttrs = {
-    B, T: 1, H, Dk, Dv, scalarDecay: logDecay.rank === 2, hasInitialState: true, sequences: Array.from({ length: B }, (_, b) => ({ batch: b, start: 0, end: 1 })),
+    B, T: 1, H, Dk, Dv, scalarDecay: logDecay.rank === 2, hasInitialState: true, sequences,
     mode: 'recurrent', chunkSize: 1, subChunkSize: 1, outputShape: [B, H, Dv], stateShape: [B, H, Dk, Dv],
   };
   const [output, next] = await runKernel(op, [q, k, v, logDecay, state], attrs);

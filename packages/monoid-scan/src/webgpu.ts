@@ -49,20 +49,24 @@ function rowSplit(Dk: number, Dv: number): number {
   return [4, 2, 1].find((r) => Dk % r === 0 && Dv * r <= THREADS)!;
 }
 
-function recurrentProgram(d: Dims, dtype: string, hasInit: boolean): Program {
+/**
+ * `packed`: the sequences come from a table (cuSeqlens); otherwise sequence n is batch row n, tokens [0, T),
+ * and the kernel needs no table (a decode step uploads nothing).
+ */
+function recurrentProgram(d: Dims, dtype: string, hasInit: boolean, packed: boolean): Program {
   const { Dk, Dv, scalarDecay } = d;
   const split = rowSplit(Dk, Dv);
   const rows = Dk / split;
-  return cached(`monoid:recurrent:${Dk}:${Dv}:${scalarDecay}:${hasInit}:${dtype}`, () => {
+  return cached(`monoid:recurrent:${Dk}:${Dv}:${scalarDecay}:${hasInit}:${dtype}:${packed}`, () => {
     const I = Array.from({ length: rows }, (_, i) => i);
     const dt = dtype as 'f32';
     return program({
       name: 'monoid-recurrent',
-      inputs: { q: dt, k: dt, v: dt, logDecay: dt, ...(hasInit ? { init: 'f32' as const } : {}), seqs: 'u32' },
+      inputs: { q: dt, k: dt, v: dt, logDecay: dt, ...(hasInit ? { init: 'f32' as const } : {}), ...(packed ? { seqs: 'u32' as const } : {}) },
       outputs: { out: 'f32', finalState: 'f32' },
       uniforms: { T: 'u32', H: 'u32' },
       workgroupSize: Dv * split,
-      helpers: `${SEQUENCE}
+      helpers: `${packed ? SEQUENCE : ''}
 ${decay(scalarDecay, Dk)}
 var<workgroup> sq: array<f32, ${Dk}>;
 var<workgroup> sk: array<f32, ${Dk}>;
@@ -74,7 +78,7 @@ var<workgroup> partial: array<f32, ${Dv * split}>;`,
   let h = wid.y;
   let j = lid.x % ${Dv}u;
   let r0 = lid.x / ${Dv}u * ${rows}u;
-  let seq = loadSequence(n, lid.x);
+  let seq = ${packed ? 'loadSequence(n, lid.x)' : 'vec3<u32>(n, 0u, u.T)'};
   let base = (n * u.H + h) * ${Dk * Dv}u + r0 * ${Dv}u + j;
   ${I.map((i) => `var s${i} = ${hasInit ? `init[base + ${i * Dv}u]` : '0.0'};`).join(' ')}
   for (var t = seq.y; t < seq.z; t++) {
@@ -471,10 +475,11 @@ async function recurrent(inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBa
   const init = await f32State(inputs[4]);
   const output = empty(a.outputShape, { backend });
   const final = empty(a.stateShape, { backend });
-  const seqs = sequenceTable(a, backend);
-  const prog = recurrentProgram(a, inputDType(inputs)!, !!init);
-  await backend.run(prog, init ? [q!, k!, v!, logDecay!, init, seqs] : [q!, k!, v!, logDecay!, seqs], [output, final], { T: a.T, H: a.H }, [a.sequences.length, a.H, 1]);
-  seqs.dispose();
+  const packed = !a.sequences.every((s, n) => s.batch === n && s.start === 0 && s.end === a.T);
+  const seqs = packed ? [sequenceTable(a, backend)] : [];
+  const prog = recurrentProgram(a, inputDType(inputs)!, !!init, packed);
+  await backend.run(prog, [q!, k!, v!, logDecay!, ...(init ? [init] : []), ...seqs], [output, final], { T: a.T, H: a.H }, [a.sequences.length, a.H, 1]);
+  for (const t of seqs) t.dispose();
   if (init !== inputs[4]) init?.dispose();
   return [output, final];
 }

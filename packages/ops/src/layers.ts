@@ -90,10 +90,10 @@ export const XIELU_GOLF_COEFFICIENTS: readonly Readonly<XieluCoefficients>[] = O
 
 const nameOf = (t: Tensor, fallback: string) => t.name ?? fallback;
 
-/** A float tensor of exactly the `expected` shape. */
-function checkShape(op: string, t: Tensor, name: string, expected: readonly number[], why = ''): void {
+/** A float tensor of exactly the `expected` shape; `why` (made only for the error) says where that shape comes from. */
+function checkShape(op: string, t: Tensor, name: string, expected: readonly number[], why: () => string): void {
   assertFloat(op, t, name);
-  if (!sameShape(t.shape, expected)) throw new ShapeError(`${op}: ${nameOf(t, name)} has shape ${formatShape(t.shape)}, expected ${formatShape(expected)}${why}`);
+  if (!sameShape(t.shape, expected)) throw new ShapeError(`${op}: ${nameOf(t, name)} has shape ${formatShape(t.shape)}, expected ${formatShape(expected)} (${why()})`);
 }
 
 function checkNumber(op: string, name: string, v: number): void {
@@ -110,7 +110,7 @@ function rowAttrs(op: string, x: Tensor, name = 'x'): RowAttrs {
 
 /** A per-channel vector of the last dim, when given. */
 function checkChannel(op: string, v: Tensor | null, name: string, x: Tensor, d: number): void {
-  if (v) checkShape(op, v, name, [d], ` (the last dim of ${nameOf(x, 'x')} ${formatShape(x.shape)})`);
+  if (v) checkShape(op, v, name, [d], () => `the last dim of ${nameOf(x, 'x')} ${formatShape(x.shape)}`);
 }
 
 function checkIdTensor(op: string, ids: Tensor, name: string): void {
@@ -248,7 +248,7 @@ export async function gelu(x: Tensor, options: { approximate?: 'none' | 'tanh' }
 /** silu(gate) * up, for gate and up of one shape. */
 export async function swiglu(gate: Tensor, up: Tensor): Promise<Tensor> {
   assertFloat('swiglu', gate, 'gate');
-  checkShape('swiglu', up, 'up', gate.shape, ` (the shape of ${nameOf(gate, 'gate')})`);
+  checkShape('swiglu', up, 'up', gate.shape, () => `the shape of ${nameOf(gate, 'gate')}`);
   return one('swiglu', [gate, up], {});
 }
 
@@ -273,7 +273,7 @@ export async function softcap(x: Tensor, cap: number): Promise<Tensor> {
 /** a + t * (b - a), for a and b of one shape. */
 export async function lerp(a: Tensor, b: Tensor, t: number): Promise<Tensor> {
   assertFloat('lerp', a, 'a');
-  checkShape('lerp', b, 'b', a.shape, ` (the shape of ${nameOf(a, 'a')})`);
+  checkShape('lerp', b, 'b', a.shape, () => `the shape of ${nameOf(a, 'a')}`);
   checkNumber('lerp', 't', t);
   return one('lerp', [a, b], { t } satisfies LerpAttrs);
 }
@@ -281,7 +281,7 @@ export async function lerp(a: Tensor, b: Tensor, t: number): Promise<Tensor> {
 /** wa * a + wb * b per channel: a and b of one shape [..., D], wa and wb [D]. */
 export async function mix(a: Tensor, b: Tensor, wa: Tensor, wb: Tensor): Promise<Tensor> {
   const { d } = rowAttrs('mix', a, 'a');
-  checkShape('mix', b, 'b', a.shape, ` (the shape of ${nameOf(a, 'a')})`);
+  checkShape('mix', b, 'b', a.shape, () => `the shape of ${nameOf(a, 'a')}`);
   checkChannel('mix', wa, 'wa', a, d);
   checkChannel('mix', wb, 'wb', a, d);
   return one('mix', [a, b, wa, wb], { d } satisfies MixAttrs);

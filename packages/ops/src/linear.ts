@@ -65,8 +65,10 @@ export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | nu
     assertFloat('linear', t, role);
     if (t.rank !== 1 || t.shape[0] !== N) throw new ShapeError(`linear: ${role} ${t.name ?? role} ${formatShape(t.shape)} must be [${N}] to match weight ${name}`);
   }
+  const outShape = [...x.shape]; // not slice(): it is slow on a frozen array
+  outShape[outShape.length - 1] = N;
   const M = x.size / K;
-  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, outShape: [...x.shape.slice(0, -1), N] };
+  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, outShape };
   const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : [])];
   return (await runKernel('matmul', inputs, attrs))[0]!;
 }

@@ -189,6 +189,40 @@ describe.each(backends)('layers on $name', (backend) => {
       const x = await input([3, 257], 20, backend, { scale: 1e4 });
       assertClose(ref(x.v, 257, [5, 6, 7]), await (await crossEntropy(x.t, [5, 6, 7])).data());
     });
+
+    // as the float64 reference: NaN or +Infinity anywhere in a row makes its loss NaN (a negative NaN too, whose
+    // bits sort below every number), an ignored target still gives 0, -Infinity masks a token
+    it.each(['f32', 'bf16'] as DType[])('non-finite logits (%s)', async (dtype) => {
+      const v = 300;
+      const negativeNaN = new Float32Array(new Uint32Array([0xffc00000]).buffer)[0]!;
+      // [logits set, their value, target, the loss]
+      const rows: [number[], number, number, string][] = [
+        [[], 0, 3, 'finite'],
+        [[7], NaN, 3, 'NaN'],
+        [[270], NaN, 299, 'NaN'], // in the second stride of the workgroup
+        [[0], negativeNaN, 3, 'NaN'],
+        [[299], Infinity, 3, 'NaN'],
+        [[3], NaN, -100, 'finite'], // ignored: 0
+        [[5, 6, 280], -Infinity, 3, 'finite'],
+        [[3], -Infinity, 3, 'Infinity'],
+        [Array.from({ length: v }, (_, j) => j), -Infinity, 3, 'NaN'],
+      ];
+      const x = new Float32Array((await input([rows.length, v], 24, backend)).v);
+      rows.forEach(([at, value], r) => at.forEach((j) => (x[r * v + j] = value)));
+      const logits = tensor(x, [rows.length, v], { dtype, backend });
+      const targets = rows.map(([, , t]) => t);
+      const want = ref(Array.from(await logits.data()), v, targets);
+      const got = Array.from(await (await crossEntropy(logits, targets)).data());
+      const kind = (y: number) => (Number.isNaN(y) ? 'NaN' : Number.isFinite(y) ? 'finite' : String(y));
+      expect(want.map(kind)).toEqual(rows.map(([, , , loss]) => loss));
+      expect(got.map(kind)).toEqual(want.map(kind));
+      expect(got[5]).toBe(0);
+      const finite = [0, 5, 6];
+      assertClose(
+        finite.map((r) => want[r]!),
+        finite.map((r) => got[r]!),
+      );
+    });
   });
 
   describe('embedding', () => {

@@ -16,6 +16,7 @@ import {
   untrackBackend,
 } from '@phalanx/core';
 import { type AdapterDescription, type DeviceRequest, openDevice } from './device.js';
+import { WordsLru } from './lru.js';
 import { BufferPool, type PooledBuffer, sizeClass } from './pool.js';
 import { Profiler, type ProfileMode, type ProfileReport } from './profiler.js';
 import { type Program, gpuByteSize, wgslStorageType } from './wgsl.js';
@@ -65,11 +66,17 @@ export class WebGPUBackend implements Backend {
   private destroyAfterSubmit: GPUBuffer[] = [];
   /** Ids of buffers outside the pool (uniforms, exact-size tensors), negative so they never clash with pooled ids. */
   private unpooledIds = 0;
-  private readonly pipelines = new Map<string, Promise<GPUComputePipeline>>();
-  private readonly pipelineIds = new WeakMap<GPUComputePipeline, number>();
+  /** Compiled pipelines by WGSL source, so programs with the same code share one. */
+  private readonly pipelines = new Map<string, Promise<Compiled>>();
+  /** The compiled pipeline of each program already dispatched: a dispatch finds it without awaiting. */
+  private readonly compiled = new WeakMap<Program, Compiled>();
   private pipelineCount = 0;
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
-  private readonly uniformBuffers = new Map<string, PooledBuffer>();
+  /** Bind groups by pipeline id and buffer ids. */
+  private readonly bindGroups = new WordsLru<GPUBindGroup>(BIND_GROUP_CACHE_SIZE);
+  /** Uniform buffers by their words; an evicted one is destroyed once the commands that bind it are submitted. */
+  private readonly uniformBuffers = new WordsLru<PooledBuffer>(UNIFORM_CACHE_SIZE, (b) => this.destroyAfterSubmit.push(b.buffer));
+  /** Per uniform block size: where a dispatch's uniforms are written, to look their buffer up by its words. */
+  private readonly uniformScratch = new Map<number, UniformViews>();
   private readonly asyncErrors: string[] = [];
   private readonly pendingScopes: Promise<void>[] = [];
   private lost: string | undefined;
@@ -102,14 +109,14 @@ export class WebGPUBackend implements Backend {
 
   allocate(dtype: DType, size: number): GPUStorage {
     const bytes = gpuByteSize(dtype, size);
-    const s = this.acquire(bytes, `${size} x ${dtype}`);
+    const s = this.acquire(bytes, dtype, size);
     if (debug.poison) this.device.queue.writeBuffer(s.buf.buffer, 0, poisonPattern(dtype, bytes));
     return s;
   }
 
   upload(data: StorageArray, dtype: DType): GPUStorage {
     const bytes = gpuByteSize(dtype, data.length);
-    const s = this.acquire(bytes, `${data.length} x ${dtype}`);
+    const s = this.acquire(bytes, dtype, data.length);
     let src = new Uint8Array(data.buffer, data.byteOffset, data.length * bytesPerElement(dtype));
     if (src.byteLength !== bytes) {
       const padded = new Uint8Array(bytes);
@@ -171,7 +178,8 @@ export class WebGPUBackend implements Backend {
 
   /** The GPU buffer of a tensor on this backend. */
   buffer(t: Tensor): GPUBuffer {
-    return this.storageOf(t, 'tensor').buf.buffer;
+    if (t.backend !== this) throw new InputError(`${t.name ?? 'tensor'} lives on '${t.backend.name}', not on this WebGPU backend`);
+    return (t.storage as GPUStorage).buf.buffer;
   }
 
   /**
@@ -180,29 +188,33 @@ export class WebGPUBackend implements Backend {
    */
   async run(program: Program, inputs: Tensor[], outputs: Tensor[], uniforms: Record<string, number | readonly number[]>, workgroups: [number, number, number]): Promise<void> {
     this.check();
-    const tensors = [...inputs, ...outputs];
-    const declared = [...program.inputs, ...program.outputs];
-    if (tensors.length !== declared.length) throw new InputError(`kernel '${program.name}': ${tensors.length} tensors for ${declared.length} bindings`);
-    const entries: PooledBuffer[] = tensors.map((t, i) => {
+    const declared = program.bindings;
+    const count = inputs.length + outputs.length;
+    if (count !== declared.length) throw new InputError(`kernel '${program.name}': ${count} tensors for ${declared.length} bindings`);
+    const buffers: PooledBuffer[] = [];
+    for (let i = 0; i < count; i++) {
+      const t = i < inputs.length ? inputs[i]! : outputs[i - inputs.length]!;
       const [name, dtype] = declared[i]!;
-      if (wgslStorageType(t.dtype) !== wgslStorageType(dtype) || gpuByteSize(t.dtype, 2) !== gpuByteSize(dtype, 2)) {
+      if (t.dtype !== dtype && (wgslStorageType(t.dtype) !== wgslStorageType(dtype) || gpuByteSize(t.dtype, 2) !== gpuByteSize(dtype, 2))) {
         throw new DTypeError(`kernel '${program.name}': binding '${name}' expects ${dtype}, got ${t.dtype} (${t.name ?? 'tensor'})`);
       }
-      return this.storageOf(t, `kernel '${program.name}' binding '${name}'`).buf;
-    });
-    if (program.uniforms.length > 0) entries.push(this.uniformBuffer(program, uniforms));
-    const pipeline = await this.pipeline(program);
-    if (workgroups.some((n) => n > this.limits.maxComputeWorkgroupsPerDimension!)) {
-      throw new InputError(`kernel '${program.name}': ${workgroups.join('x')} workgroups exceed ${this.limits.maxComputeWorkgroupsPerDimension} per dimension`);
+      if (t.backend !== this) throw new InputError(`kernel '${program.name}' binding '${name}': ${t.name ?? 'tensor'} lives on '${t.backend.name}', not on this WebGPU backend`);
+      buffers.push((t.storage as GPUStorage).buf);
     }
-    if (workgroups.some((n) => n === 0)) return;
-    const bindGroup = this.bindGroup(pipeline, entries);
+    if (program.uniforms.length > 0) buffers.push(this.uniformBuffer(program, uniforms));
+    // an already compiled pipeline is used at once: no await (a microtask hop) per dispatch
+    const compiled = this.compiled.get(program) ?? (await this.compile(program));
+    const [x, y, z] = workgroups;
+    const max = this.limits.maxComputeWorkgroupsPerDimension!;
+    if (x > max || y > max || z > max) throw new InputError(`kernel '${program.name}': ${workgroups.join('x')} workgroups exceed ${max} per dimension`);
+    if (x === 0 || y === 0 || z === 0) return;
+    const bindGroup = this.bindGroup(compiled, buffers);
     // a dispatch profiled per kernel gets a pass of its own, for its timestamps; otherwise one pass serves many dispatches
     const profiler = this.profiler?.mode === 'pass' ? undefined : this.profiler;
     const pass = profiler ? this.commandEncoder().beginComputePass(profiler.passDescriptor(program.name)) : this.computePass();
-    pass.setPipeline(pipeline);
+    pass.setPipeline(compiled.pipeline);
     pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(...workgroups);
+    pass.dispatchWorkgroups(x, y, z);
     if (profiler) pass.end();
     if (++this.passes >= this.maxPassesPerSubmit) this.flush();
     if (profiler) await profiler.afterPass(program.name);
@@ -255,11 +267,6 @@ export class WebGPUBackend implements Backend {
 
   // ---- internals ----
 
-  private storageOf(t: Tensor, what: string): GPUStorage {
-    if (t.backend !== this) throw new InputError(`${what}: ${t.name ?? 'tensor'} lives on '${t.backend.name}', not on this WebGPU backend`);
-    return t.storage as GPUStorage;
-  }
-
   private check(): void {
     if (this.lost !== undefined) throw new DeviceLostError(`WebGPU device lost (${this.lost}); create a new backend and reload the model`);
     if (this.disposed) throw new DeviceError('this WebGPU backend was disposed');
@@ -273,11 +280,11 @@ export class WebGPUBackend implements Backend {
     }
   }
 
-  private acquire(bytes: number, what: string): GPUStorage {
+  private acquire(bytes: number, dtype: DType, size: number): GPUStorage {
     this.check();
     const max = Math.min(this.limits.maxStorageBufferBindingSize!, this.limits.maxBufferSize!);
     if (bytes > max) {
-      throw new DeviceError(`${what} needs ${bytes} bytes, more than this adapter's largest storage binding (${max} bytes); split the tensor or use the CPU backend`);
+      throw new DeviceError(`${size} x ${dtype} needs ${bytes} bytes, more than this adapter's largest storage binding (${max} bytes); split the tensor or use the CPU backend`);
     }
     // The pool rounds up to a size class; near the limit, take the exact size instead.
     const buf = sizeClass(bytes) > max ? this.exactBuffer(bytes) : this.pool.acquire(bytes);
@@ -321,7 +328,7 @@ export class WebGPUBackend implements Backend {
     this.pass = undefined;
   }
 
-  private pipeline(program: Program): Promise<GPUComputePipeline> {
+  private async compile(program: Program): Promise<Compiled> {
     let p = this.pipelines.get(program.code);
     if (!p) {
       // Captured here, so a broken kernel is one typed error instead of an uncaptured one as well.
@@ -330,10 +337,7 @@ export class WebGPUBackend implements Backend {
       const scope = this.device.popErrorScope();
       const id = ++this.pipelineCount;
       p = this.device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: program.name }).then(
-        (pipeline) => {
-          this.pipelineIds.set(pipeline, id);
-          return pipeline;
-        },
+        (pipeline) => ({ pipeline, layout: pipeline.getBindGroupLayout(0), id }),
         async (cause) => {
           this.pipelines.delete(program.code);
           await scope;
@@ -344,54 +348,65 @@ export class WebGPUBackend implements Backend {
       );
       this.pipelines.set(program.code, p);
     }
-    return p;
+    const compiled = await p;
+    this.compiled.set(program, compiled);
+    return compiled;
   }
 
-  private bindGroup(pipeline: GPUComputePipeline, entries: PooledBuffer[]): GPUBindGroup {
-    const key = `${this.pipelineIds.get(pipeline)}:${entries.map((e) => e.id).join(',')}`;
+  private bindGroup(compiled: Compiled, buffers: PooledBuffer[]): GPUBindGroup {
+    const key = [compiled.id];
+    for (const b of buffers) key.push(b.id);
     let group = this.bindGroups.get(key);
-    if (group) {
-      this.bindGroups.delete(key); // re-insert: most recently used last
-    } else {
-      group = this.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: entries.map((e, binding) => ({ binding, resource: { buffer: e.buffer } })),
-      });
-      if (this.bindGroups.size >= BIND_GROUP_CACHE_SIZE) this.bindGroups.delete(this.bindGroups.keys().next().value!);
+    if (!group) {
+      group = this.device.createBindGroup({ layout: compiled.layout, entries: buffers.map((b, binding) => ({ binding, resource: { buffer: b.buffer } })) });
+      this.bindGroups.set(key, group);
     }
-    this.bindGroups.set(key, group);
     return group;
   }
 
   /** Uniform buffers are immutable and cached by content, so repeated dispatches (decode loops) reuse them and their bind groups. */
   private uniformBuffer(program: Program, values: Record<string, number | readonly number[]>): PooledBuffer {
     const layout = program.uniformLayout;
-    const data = new ArrayBuffer(layout.size);
-    const views = { u32: new Uint32Array(data), i32: new Int32Array(data), f32: new Float32Array(data) };
+    let views = this.uniformScratch.get(layout.size);
+    if (!views) this.uniformScratch.set(layout.size, (views = uniformViews(layout.size)));
+    views.u32.fill(0);
     for (const f of layout.fields) {
       const v = values[f.name];
       if (v === undefined) throw new InputError(`kernel '${program.name}': uniform '${f.name}' not given`);
-      const list = typeof v === 'number' ? [v] : v;
-      if (list.length > f.count) throw new InputError(`kernel '${program.name}': uniform '${f.name}' has ${list.length} values, room for ${f.count}`);
-      views[f.kind].set(list, f.offset / 4);
-    }
-    const key = `${layout.size}:${Array.from(views.u32).join(',')}`;
-    let buf = this.uniformBuffers.get(key);
-    if (buf) {
-      this.uniformBuffers.delete(key);
-    } else {
-      const buffer = this.createBuffer(layout.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniforms');
-      this.device.queue.writeBuffer(buffer, 0, data);
-      buf = { buffer, id: -++this.unpooledIds, capacity: layout.size };
-      if (this.uniformBuffers.size >= UNIFORM_CACHE_SIZE) {
-        const [oldKey, old] = this.uniformBuffers.entries().next().value!;
-        this.uniformBuffers.delete(oldKey);
-        this.destroyAfterSubmit.push(old.buffer); // recorded commands may still bind it
+      if (typeof v === 'number') {
+        views[f.kind][f.offset / 4] = v;
+      } else {
+        if (v.length > f.count) throw new InputError(`kernel '${program.name}': uniform '${f.name}' has ${v.length} values, room for ${f.count}`);
+        views[f.kind].set(v, f.offset / 4);
       }
     }
-    this.uniformBuffers.set(key, buf);
+    let buf = this.uniformBuffers.get(views.u32);
+    if (!buf) {
+      const buffer = this.createBuffer(layout.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniforms');
+      this.device.queue.writeBuffer(buffer, 0, views.u32);
+      buf = { buffer, id: -++this.unpooledIds, capacity: layout.size };
+      this.uniformBuffers.set(views.u32.slice(), buf);
+    }
     return buf;
   }
+}
+
+/** A program's pipeline on this device, its bind group layout, and an id that keys the bind-group cache. */
+interface Compiled {
+  readonly pipeline: GPUComputePipeline;
+  readonly layout: GPUBindGroupLayout;
+  readonly id: number;
+}
+
+interface UniformViews {
+  u32: Uint32Array;
+  i32: Int32Array;
+  f32: Float32Array;
+}
+
+function uniformViews(bytes: number): UniformViews {
+  const data = new ArrayBuffer(bytes);
+  return { u32: new Uint32Array(data), i32: new Int32Array(data), f32: new Float32Array(data) };
 }
 
 function poisonPattern(dtype: DType, bytes: number): Uint8Array {

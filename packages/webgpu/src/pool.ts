@@ -43,10 +43,17 @@ export class BufferPool {
     return { buffer, id: this.nextId++, capacity: cls };
   }
 
+  /**
+   * Free lists are kept in descending id order and `acquire` takes the lowest id, so which buffer a tensor
+   * gets depends only on which buffers are free, not on the order they came back: a decode step then binds
+   * the same buffers as the step before it (or the one before that) and its bind groups come from the cache.
+   */
   giveBack(b: PooledBuffer): void {
-    const list = this.free.get(b.capacity) ?? [];
-    list.push(b);
-    this.free.set(b.capacity, list);
+    let list = this.free.get(b.capacity);
+    if (!list) this.free.set(b.capacity, (list = []));
+    let i = list.length;
+    while (i > 0 && list[i - 1]!.id < b.id) i--;
+    list.splice(i, 0, b);
     this.freeBytes += b.capacity;
     if (this.freeBytes > this.maxFreeBytes) this.trim(this.maxFreeBytes / 2);
   }

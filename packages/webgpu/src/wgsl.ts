@@ -42,6 +42,8 @@ export interface Program {
   readonly code: string;
   readonly inputs: readonly [string, DType][];
   readonly outputs: readonly [string, DType][];
+  /** The inputs then the outputs: the storage bindings in order (the uniforms follow them). */
+  readonly bindings: readonly [string, DType][];
   readonly uniforms: readonly [string, UniformType][];
   /** Where each uniform goes in the uniform buffer, worked out once per program (dispatches reuse it). */
   readonly uniformLayout: UniformLayout;
@@ -190,7 +192,7 @@ export function program(spec: ProgramSpec): Program {
     spec.main,
     `}`,
   );
-  return { name: spec.name, code: lines.join('\n'), inputs, outputs, uniforms, uniformLayout: uniformLayout(uniforms), workgroupSize: wg };
+  return { name: spec.name, code: lines.join('\n'), inputs, outputs, bindings: [...inputs, ...outputs], uniforms, uniformLayout: uniformLayout(uniforms), workgroupSize: wg };
 }
 
 /** A 2-D grid of workgroups covering `invocations` along `idx` without exceeding the per-dimension limit. */

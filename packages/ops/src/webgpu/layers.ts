@@ -60,9 +60,10 @@ interface KernelSpec<A> {
 /** The program for these bindings and dtypes, built once. */
 function build<A>(op: string, spec: KernelSpec<A>, attrs: A, inputs: Tensor[], sizes: Record<string, UniformType>, helpers: string, head: string): Program {
   const names = typeof spec.inputs === 'function' ? spec.inputs(attrs) : spec.inputs;
-  const bindings = Object.fromEntries(names.map((name, i) => [name, inputs[i]!.dtype]));
-  const key = `ops:${op}:${names.map((name, i) => `${name}=${inputs[i]!.dtype}`).join(',')}`;
+  let key = `ops:${op}:`;
+  for (let i = 0; i < names.length; i++) key += `${names[i]}=${inputs[i]!.dtype},`;
   return cached(key, () => {
+    const bindings = Object.fromEntries(names.map((name, i) => [name, inputs[i]!.dtype]));
     const body = typeof spec.body === 'function' ? spec.body(attrs) : spec.body;
     return program({ name: op, inputs: bindings, outputs: { out: 'f32' }, uniforms: { ...sizes, ...spec.uniforms }, workgroupSize: WG, helpers, main: `${head}\n${body}` });
   });
@@ -132,11 +133,18 @@ rows<CrossEntropyAttrs>('crossEntropy', {
   inputs: ['x', 'targets'],
   uniforms: { ignore_index: 'i32' },
   values: (a) => ({ ignore_index: a.ignoreIndex }),
+  // A row holding NaN or +Infinity gives NaN, as on the CPU (-Infinity masks a token), written as nan() rather
+  // than left to the loss arithmetic: a compiler may assume floats are never NaN or infinite. Such a row has m
+  // NaN or +Infinity, or else s NaN (its exp(NaN - m) term); a row of -Infinity only has s = 0. Tested on the
+  // bits of m and s once per row, not on each logit.
   body: `${MAX_AND_SUM}
 if (lid.x == 0u) {
   let t = i32(targets[row]);
-  var loss = nan(); // an out-of-range target
-  if (t == u.ignore_index) { loss = 0.0; } else if (t >= 0 && u32(t) < u.d) { loss = (m - load_x(base + u32(t))) + log(s); }
+  let mb = bitcast<u32>(m) & 0x7fffffffu;
+  let sb = bitcast<u32>(s) & 0x7fffffffu;
+  let finite = mb < 0x7f800000u && sb < 0x7f800000u && sb != 0u;
+  var loss = nan(); // an out-of-range target, or a row that is not finite
+  if (t == u.ignore_index) { loss = 0.0; } else if (t >= 0 && u32(t) < u.d && finite) { loss = (m - load_x(base + u32(t))) + log(s); }
   store_out(row, loss);
 }`,
 });
