@@ -5,8 +5,16 @@
  *
  * One step = `forward([[id]], { state, lastOnly: true })` + greedy `sample` (reads the next id back), as
  * `generate` does; timed by the wall clock, one step at a time. The GPU time of the same steps (timestamps,
- * every pass summed) is reported beside it. Per context: median / min / max over the steps of two rounds
- * (the contexts are visited round-robin, so all see the same clocks and memory placement).
+ * every pass summed) is reported beside it, and the host's part: the forward call until it returns (JS,
+ * command encoding, submits), by the wall clock (`hostMsPerToken`) and as the main thread's CPU time
+ * (`hostCpuMsPerToken`, less noisy than the wall clock on a busy machine). Per context: median / min / max
+ * over the steps of two rounds (the contexts are visited round-robin, so all see the same clocks and memory
+ * placement).
+ *
+ * Host time on a machine without a GPU (lavapipe executes slowly, but the host part is the same code): the
+ * Spartacus structure at a size lavapipe runs,
+ *   node tools/bench/launch.mjs decode/spartacus-f32 --backend webgpu --quick --reps 50 --rounds 1 --contexts 64 --prefill 16 \
+ *     --override '{"vocab_size":4096,"hidden_size":256,"intermediate_size":1024,"num_hidden_layers":16,"num_attention_heads":4,"head_dim":64}'
  *
  * The context is synthesised, not prefilled: llama's KV caches are filled with random keys and values of the
  * context's length (`appendKv`) and the state's position set; Spartacus's per-layer monoid states [1, H, D, D]
@@ -19,8 +27,8 @@
  */
 import { type ModelConfig, expandLayers, parseConfig } from '@phalanx/checkpoint';
 import { type Backend, Rng, type Tensor, empty, tensor } from '@phalanx/core';
-import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights } from '@phalanx/models';
-import { sample } from '@phalanx/ops';
+import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights, isQuantized } from '@phalanx/models';
+import { type Int8Weight, type LinearWeight, sample, weightMatrix } from '@phalanx/ops';
 import { appendKv, type KvCache } from '@phalanx/varlen-attention';
 import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
 import { copyKernel } from './device.js';
@@ -78,21 +86,30 @@ type ModelName = 'llama' | 'spartacus';
 const NOTES = {
   context:
     'context synthesised: llama KV caches filled with random K/V of the context length (appendKv) and the position set; spartacus monoid states set to random [1,H,D,D] values and the position set. Exact for decode time: a step reads every cached key/value (or the fixed-size state) whatever the values, RoPE costs the same at any position, no kernel branches on data. The -real row reaches one context by a real prefill to show it.',
-  int8: 'int8 weights: not yet; the presets take float weights only (no per-row-scale path in @phalanx/models), so only f32 is measured',
+  int8: "int8 rows: the projections (q/k/v/o, gate/up/down; the matrices loadModel's quantize makes int8) as random i8 codes with f16 row scales, read by ops linear; the embedding and norms stay f32, and so does the tied head, which reads the whole f32 embedding table each token",
   step: 'one step = forward([[id]], {state, lastOnly}) + greedy sample (the next id read back); wall clock per step, steps awaited one by one',
+  host: 'hostMsPerToken: wall clock of the forward call alone (JS, command encoding, submits; the GPU is not awaited); hostCpuMsPerToken: the main thread CPU time over the same span',
 };
 
-const study = (model: ModelName): CaseSpec => ({
-  name: `${model}-f32`,
-  shape: { model, weights: 'f32', contexts: CONTEXTS, quickContexts: QUICK_CONTEXTS },
+type WeightsKind = 'f32' | 'int8';
+
+const study = (model: ModelName, weights: WeightsKind): CaseSpec => ({
+  name: `${model}-${weights}`,
+  shape: { model, weights, contexts: CONTEXTS, quickContexts: QUICK_CONTEXTS },
   sets: ['full', 'quick'],
   reps: [32, 4],
-  measure: (ctx, emit) => decodeStudy(ctx, model, emit),
+  measure: (ctx, emit) => decodeStudy(ctx, model, weights, emit),
 });
 
-export const cases = defineCases('decode', [study('spartacus'), study('llama')]);
+export const cases = defineCases('decode', [study('spartacus', 'f32'), study('llama', 'f32'), study('spartacus', 'int8'), study('llama', 'int8')]);
 
 // ---------------------------------------------------------------- random weights
+
+const PCG = `fn pcg(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}`;
 
 /** pcg hash and Box-Muller: a normal draw per element, made on the GPU (no host copy of ~6 GB of weights). */
 const FILL = program({
@@ -100,11 +117,7 @@ const FILL = program({
   outputs: { y: 'f32' },
   uniforms: { n: 'u32', seed: 'u32', sigma: 'f32', mu: 'f32' },
   workgroupSize: 256,
-  helpers: `fn pcg(v: u32) -> u32 {
-  let s = v * 747796405u + 2891336453u;
-  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-  return (w >> 22u) ^ w;
-}`,
+  helpers: PCG,
   main: `  if (idx >= u.n) { return; }
   let a = pcg(idx ^ pcg(u.seed));
   let b = pcg(a ^ 0x9e3779b9u);
@@ -122,19 +135,49 @@ async function normal(shape: number[], seed: number, std: number, mean: number, 
   return t;
 }
 
+/** Four random i8 codes per word (pcg: uniform bytes). */
+const FILL_CODES = program({
+  name: 'bench_fill_codes',
+  outputs: { y: 'i8' },
+  views: { y: 'u32' },
+  uniforms: { n: 'u32', seed: 'u32' },
+  workgroupSize: 256,
+  helpers: PCG,
+  main: `  if (idx >= u.n) { return; }
+  y[idx] = pcg(idx ^ pcg(u.seed));`,
+});
+
+/**
+ * A [N, K] int8 matrix as loadModel's quantize holds it: random i8 codes (uniform bytes, std ~73.9) and f16
+ * row scales that give the weights a std of `std`. On the CPU backend the codes repeat a host block.
+ */
+async function randomInt8(shape: number[], seed: number, std: number, backend: Backend, name: string): Promise<Int8Weight> {
+  const [N, K] = shape as [number, number];
+  const scales = tensor(new Float32Array(N).fill(std / 73.9), [N], { dtype: 'f16', backend, name: `${name}.scales` });
+  if (backend.name !== 'webgpu') {
+    const rng = new Rng(seed);
+    return { codes: tensor(Int8Array.from({ length: N * K }, () => rng.int(256) - 128), [N, K], { backend, name }), scales };
+  }
+  const g = backend as WebGPUBackend;
+  const codes = empty([N, K], { dtype: 'i8', backend: g, name });
+  await g.run(FILL_CODES, [], [codes], { n: (N * K) / 4, seed }, grid1d((N * K) / 4, 256, g.limits.maxComputeWorkgroupsPerDimension!));
+  return { codes, scales };
+}
+
 /**
  * Random weights for every tensor the preset expects (as packages/models/test/harness.ts draws them): norm
  * weights 1 + N(0, 0.1^2), decay biases N(3, 0.5^2) (a ~ 0.95, as at initialisation), the rest N(0, 1/fan_in).
  */
-async function randomWeights<C extends ModelConfig>(preset: PresetDefinition<C>, config: C, backend: Backend): Promise<Weights> {
-  const tensors = new Map<string, Tensor>();
+async function randomWeights<C extends ModelConfig>(preset: PresetDefinition<C>, config: C, backend: Backend, kind: WeightsKind): Promise<Weights> {
+  const tensors = new Map<string, LinearWeight>();
   let seed = 1;
   for (const e of expandLayers(preset.tensors(config), config.numHiddenLayers)) {
     if (e.optional) continue;
     const shape = [...((Array.isArray(e.shape![0]) ? e.shape![0] : e.shape!) as number[])];
     const fanIn = shape[shape.length - 1] ?? 1;
     const [std, mean] = /norm\.weight$/.test(e.name) ? [0.1, 1] : /decay_proj\.bias$/.test(e.name) ? [0.5, 3] : /h0$/.test(e.name) ? [0.02, 0] : [fanIn ** -0.5, 0];
-    tensors.set(e.name, await normal(shape, seed++, std, mean, backend, e.name));
+    const int8 = kind === 'int8' && isQuantized(e.name);
+    tensors.set(e.name, int8 ? await randomInt8(shape, seed++, std, backend, e.name) : await normal(shape, seed++, std, mean, backend, e.name));
   }
   await backend.sync();
   return new Weights('random', tensors, backend);
@@ -184,6 +227,20 @@ async function copyGBps(g: WebGPUBackend, bytes: number): Promise<number> {
   return (2 * bytes) / t.medianMs / 1e6;
 }
 
+/** CPU ms of this thread so far (process.threadCpuUsage, Node >= 23.9), or undefined. */
+function threadCpuMs(): number | undefined {
+  const u = process.threadCpuUsage?.();
+  return u && (u.user + u.system) / 1000;
+}
+
+/** Per step, the host's part: the forward call until it returns (JS, encoding, submits; the GPU is not awaited). */
+interface HostTimes {
+  /** Wall-clock ms. */
+  wallMs: number[];
+  /** CPU ms of the main thread over the same span: less noisy than the wall clock on a shared machine. */
+  cpuMs: number[];
+}
+
 class Stepper {
   private next: number;
   constructor(
@@ -194,29 +251,35 @@ class Stepper {
     this.next = new Rng(seed).int(net.config.vocabSize);
   }
 
-  /** One decode step: forward one token, greedy-sample the next (read back). */
-  async step(): Promise<void> {
+  /** One decode step: forward one token, greedy-sample the next (read back). Records the forward call's host time in `host`. */
+  async step(host?: HostTimes): Promise<void> {
+    const [t0, c0] = [performance.now(), threadCpuMs()];
     const logits = await this.net.forward([[this.next]], { state: this.state, lastOnly: true });
+    const [t1, c1] = [performance.now(), threadCpuMs()];
+    host?.wallMs.push(t1 - t0);
+    if (c0 !== undefined && c1 !== undefined) host?.cpuMs.push(c1 - c0);
+    const row = logits.reshape([1, -1]);
     try {
-      this.next = (await sample(logits.reshape([1, -1]), { temperature: 0 }))[0]!;
+      this.next = (await sample(row, { temperature: 0 }))[0]!;
     } finally {
+      row.dispose(); // a view keeps the logits' buffer alive too
       logits.dispose();
     }
   }
 
   /** Wall-clock ms of each of `n` steps. */
-  async timeSteps(n: number): Promise<number[]> {
+  async timeSteps(n: number, host?: HostTimes): Promise<number[]> {
     const ms: number[] = [];
     for (let i = 0; i < n; i++) {
       const t0 = performance.now();
-      await this.step();
+      await this.step(host);
       ms.push(performance.now() - t0);
     }
     return ms;
   }
 }
 
-async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Partial<Row> & { name: string }) => void): Promise<void> {
+async function decodeStudy(ctx: CaseContext, model: ModelName, kind: WeightsKind, emit: (row: Partial<Row> & { name: string }) => void): Promise<void> {
   const { backend, quick } = ctx;
   if (!ctx.gpu && !quick && !ctx.option('override')) throw new Error('the full decode study is GPU work (~6 GB of weights per model); on the CPU backend use --quick');
   // --override '{"vocab_size": 8192}': config.json fields over the geometry (to try other sizes)
@@ -225,6 +288,8 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
   const config = parseConfig(json, { file: `${model} geometry` });
   const preset = PRESETS[config.preset] as PresetDefinition<ModelConfig> | undefined;
   if (!preset) throw new Error(`decode study: @phalanx/models has no '${config.preset}' preset yet`);
+  // row names: decode-spartacus-ctx64 (matched by name to the PyTorch rows, f32), decode-spartacus-int8-ctx64
+  const tag = kind === 'f32' ? model : `${model}-${kind}`;
   const contexts = ctx.option('contexts')?.split(',').map(Number) ?? (quick ? QUICK_CONTEXTS : CONTEXTS);
   const steps = ctx.reps;
   const warm = quick ? 2 : 4;
@@ -234,22 +299,22 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
   const realContext = quick ? 16 : 1024;
 
   let t0 = performance.now();
-  const weights = await randomWeights(preset, config, backend);
+  const weights = await randomWeights(preset, config, backend, kind);
   const net = preset.build(config, weights);
   const weightBytes = weights.bytes;
   const hidden = config.hiddenSize;
   // tied: the head reads the whole embedding table each token; untied: the embedding contributes one row
   const embedBytes = config.vocabSize * hidden * 4;
   const weightBytesPerToken = weightBytes - (config.tieWordEmbeddings ? 0 : embedBytes - hidden * 4);
-  const params = weights.names.reduce((n, name) => n + weights.get(name).size, 0);
-  ctx.log(`decode ${model}: ${(weightBytes / 2 ** 30).toFixed(2)} GiB of f32 weights (${(params / 1e9).toFixed(3)} B params) in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+  const params = weights.names.reduce((n, name) => n + weightMatrix(weights.matrix(name)).size, 0);
+  ctx.log(`decode ${model}: ${(weightBytes / 2 ** 30).toFixed(2)} GiB of ${kind} weights (${(params / 1e9).toFixed(3)} B params) in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
   // the copy's size: 1 GiB (16 MiB with --quick), or the largest power of two the device binds
   const copyBytes = ctx.gpu ? 2 ** Math.floor(Math.log2(Math.min(quick ? 2 ** 24 : 2 ** 30, ctx.gpu.limits.maxStorageBufferBindingSize!, ctx.gpu.limits.maxBufferSize!))) : 0;
   const copy = ctx.gpu ? await copyGBps(ctx.gpu, copyBytes) : undefined;
 
   const common = {
     model,
-    weights: 'f32',
+    weights: kind,
     config: json,
     weightBytes,
     weightBytesPerToken,
@@ -283,11 +348,12 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
   }
 
   const samples: number[][] = contexts.map(() => []);
+  const hosts: HostTimes[] = contexts.map(() => ({ wallMs: [], cpuMs: [] }));
   const gpu: number[][] = contexts.map(() => []);
   for (let r = 0; r < rounds; r++) {
     for (const [i, s] of steppers.entries()) {
       await s.timeSteps(warm);
-      samples[i]!.push(...(await s.timeSteps(steps)));
+      samples[i]!.push(...(await s.timeSteps(steps, hosts[i])));
       if (ctx.gpu) {
         const ms = await gpuMsOf(ctx.gpu, () => s.timeSteps(gpuSteps));
         if (ms !== undefined) gpu[i]!.push(ms / gpuSteps);
@@ -295,7 +361,7 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
     }
   }
 
-  const row = (name: string, context: number, ms: number[], gpuMs: number[], state: DecodeState, extra: object = {}) => {
+  const row = (name: string, context: number, ms: number[], host: HostTimes, gpuMs: number[], state: DecodeState, extra: object = {}) => {
     const med = median(ms);
     const used = stateBytesUsed(model, config, context);
     // a step reads the weights once and the state (llama: the K/V of the context; spartacus: the states, read and written)
@@ -310,6 +376,8 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
       maxMs: Math.max(...ms),
       wallMs: med,
       gpuMsPerToken: gpuMs.length ? median(gpuMs) : undefined,
+      hostMsPerToken: median(host.wallMs),
+      hostCpuMsPerToken: host.cpuMs.length ? median(host.cpuMs) : undefined,
       msPerToken: med,
       tokensPerSec: 1000 / med,
       reps: ms.length,
@@ -326,7 +394,7 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
       ...extra,
     });
   };
-  for (const [i, c] of contexts.entries()) row(`decode-${model}-ctx${c}`, c, samples[i]!, gpu[i]!, steppers[i]!.state);
+  for (const [i, c] of contexts.entries()) row(`decode-${tag}-ctx${c}`, c, samples[i]!, hosts[i]!, gpu[i]!, steppers[i]!.state);
   for (const s of steppers) s.state.dispose();
 
   // one context by a real prefill, decoded the same way: should match the synthesised one
@@ -336,9 +404,10 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
     (await net.forward([ids], { state, lastOnly: true })).dispose();
     const s = new Stepper(net, state, 99);
     await s.timeSteps(warm);
-    const ms = await s.timeSteps(steps);
+    const host: HostTimes = { wallMs: [], cpuMs: [] };
+    const ms = await s.timeSteps(steps, host);
     const g = ctx.gpu ? await gpuMsOf(ctx.gpu, () => s.timeSteps(gpuSteps)) : undefined;
-    row(`decode-${model}-ctx${realContext}-real`, realContext, ms, g !== undefined ? [g / gpuSteps] : [], state, { synthesised: false });
+    row(`decode-${tag}-ctx${realContext}-real`, realContext, ms, host, g !== undefined ? [g / gpuSteps] : [], state, { synthesised: false });
     state.dispose();
   }
 
@@ -362,9 +431,9 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
         { reps: quick ? 2 : 3, rounds: quick ? 2 : 3, warmupMs: 0, warmupCalls: 1 },
       );
       emit({
-        name: `prefill-${model}-T${T}`,
+        name: `prefill-${tag}-T${T}`,
         model,
-        weights: 'f32',
+        weights: kind,
         T,
         firstMs: t.firstMs,
         medianMs: t.wallMs,
@@ -379,9 +448,9 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, emit: (row: Parti
         timing: 'wall per prefill call (fresh state, lastOnly)',
       });
     } catch (e) {
-      emit({ name: `prefill-${model}-T${T}`, model, T, error: (e as Error).message });
+      emit({ name: `prefill-${tag}-T${T}`, model, T, error: (e as Error).message });
     }
   }
-  emit({ name: `decode-${model}-notes`, notes: NOTES, compileMs, ...common });
+  emit({ name: `decode-${tag}-notes`, notes: NOTES, compileMs, ...common });
   net.dispose();
 }

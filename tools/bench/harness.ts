@@ -192,7 +192,9 @@ export function disposeAll(...ts: (Tensor | null | undefined)[]): void {
 /** The WebGPU backend as the benchmarks open it: exact timestamps, short submits (dawn.node on NVIDIA). */
 export async function openWebGPU(): Promise<WebGPUBackend> {
   // Dawn quantizes timestamps (to ~33 us on NVIDIA) unless told not to; short submits keep dawn.node stable there.
-  return createWebGPUBackend({ maxPassesPerSubmit: 8, dawnFlags: ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] });
+  // 8 dispatches per submit: dawn.node has crashed on the GPU machine with long command buffers;
+  // PHALANX_BENCH_PASSES_PER_SUBMIT tries others
+  return createWebGPUBackend({ maxPassesPerSubmit: Number(process.env.PHALANX_BENCH_PASSES_PER_SUBMIT) || 8, dawnFlags: ['enable-dawn-features=allow_unsafe_apis', 'disable-dawn-features=timestamp_quantization'] });
 }
 
 export function deviceName(backend: Backend): string {

@@ -188,7 +188,7 @@ function decodeSection(results: Results, all: Row[], heading: string | undefined
     const [eager, graph, hf] = ['pytorch', 'pytorch-cudagraph', 'transformers'].map((i) => torch(r.name, i));
     const ratio = (p: TorchRow | undefined) => (p && r.medianMs ? ` (${f(p.medianMs! / r.medianMs)}x)` : '');
     return [
-      String(r.model ?? ''),
+      `${r.model ?? ''}${r.weights && r.weights !== 'f32' ? ` ${r.weights}` : ''}`,
       `${r.context ?? ''}${r.synthesised === false ? ' (real prefill)' : ''}`,
       r.error ? `error: ${String(r.error).slice(0, 80)}` : `${f(r.medianMs)} (${f(r.minMs)}-${f(r.maxMs)})`,
       f(r.gpuMsPerToken),
@@ -201,20 +201,20 @@ function decodeSection(results: Results, all: Row[], heading: string | undefined
       hf ? `${f(hf.medianMs)}${ratio(hf)}` : '',
     ];
   });
-  const flat = ['spartacus', 'llama'].map((m) => {
-    const ms = rows.filter((r) => r.model === m && r.synthesised !== false && r.medianMs !== undefined).sort((a, b) => (a.context as number) - (b.context as number));
+  const flat = ['spartacus', 'llama'].flatMap((m) => ['f32', 'int8'].map((w) => {
+    const ms = rows.filter((r) => r.model === m && (r.weights ?? 'f32') === w && r.synthesised !== false && r.medianMs !== undefined).sort((a, b) => (a.context as number) - (b.context as number));
     if (ms.length < 2) return '';
-    return `- ${m}: ${f(ms.at(-1)!.medianMs)} ms/token at context ${ms.at(-1)!.context} vs ${f(ms[0]!.medianMs)} at ${ms[0]!.context}: ${((100 * ms.at(-1)!.medianMs!) / ms[0]!.medianMs! - 100).toFixed(1)}%`;
-  });
+    return `- ${m} ${w}: ${f(ms.at(-1)!.medianMs)} ms/token at context ${ms.at(-1)!.context} vs ${f(ms[0]!.medianMs)} at ${ms[0]!.context}: ${((100 * ms.at(-1)!.medianMs!) / ms[0]!.medianMs! - 100).toFixed(1)}%`;
+  }));
   const notes = all.filter((r) => String(r.name).endsWith('-notes'));
   const weights = notes.map(
     (r) =>
-      `- ${r.model}: ${mib(r.weightBytes)} of f32 weights (${f((r.params as number) / 1e9)} B parameters), ${mib(r.weightBytesPerToken)} read per token` +
+      `- ${r.model}: ${mib(r.weightBytes)} of ${r.weights ?? 'f32'} weights (${f((r.params as number) / 1e9)} B parameters), ${mib(r.weightBytesPerToken)} read per token` +
       (r.copyGBps ? `; copy ${f(r.copyGBps)} GB/s in the same process, so the weight-bandwidth roofline is ${f(r.rooflineMsPerToken)} ms/token` : ''),
   );
   const prefillLines = all.filter((r) => String(r.name).startsWith('prefill-')).map((r) => {
     const hf = torch(r.name, 'transformers');
-    return `- ${r.model} prefill T = ${r.T}: ${r.error ? `error: ${r.error}` : `${f(r.medianMs)} ms, ${f(r.tokensPerSec)} tokens/s`}${hf ? ` (transformers: ${f(hf.medianMs)} ms, ${f(hf.tokensPerSec)} tokens/s)` : ''}`;
+    return `- ${r.model}${r.weights && r.weights !== 'f32' ? ` ${r.weights}` : ''} prefill T = ${r.T}: ${r.error ? `error: ${r.error}` : `${f(r.medianMs)} ms, ${f(r.tokensPerSec)} tokens/s`}${hf ? ` (transformers: ${f(hf.medianMs)} ms, ${f(hf.tokensPerSec)} tokens/s)` : ''}`;
   });
   const n = notes[0]?.notes as Record<string, string> | undefined;
   const failed = all.filter((r) => r.error && !String(r.name).startsWith('decode-') && !String(r.name).startsWith('prefill-')).map((r) => `- ${r.name}: **${r.error}**`);

@@ -4,7 +4,7 @@ export { type LoadModelOptions, type LoadProgressEvent } from './load.js';
 export { Model } from './model.js';
 export { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, Weights } from './network.js';
 export { PRESETS } from './presets/index.js';
-export { type QuantizeOption, INT8_CLIP_SIGMAS } from './quantize.js';
+export { type QuantizeOption, INT8_CLIP_SIGMAS, isQuantized } from './quantize.js';
 export { type ScoreOptions, type ScoreResult, slidingWindows } from './score.js';
 export {
   type ChatMessage,
