@@ -3,7 +3,7 @@
  * the SwiGLU MLP, and attention that prefills a KV cache or decodes one token from it.
  */
 import { type Backend, InputError, Scratch, type Tensor } from '@phalanx/core';
-import { type LinearWeight, embedding, linear, rmsNorm, softcap, swiglu } from '@phalanx/ops';
+import { type LinearWeight, embedding, linear, rmsNorm, softcap, swigluLinear } from '@phalanx/ops';
 import { type KvCache, type ScoreOptions, appendKv, attendStep, createKvCache, varlenAttention } from '@phalanx/varlen-attention';
 import type { DecodeState } from './network.js';
 
@@ -48,13 +48,11 @@ export async function logitsHead(x: Tensor, options: HeadOptions): Promise<Tenso
   }
 }
 
-/** down(silu(gate x) * up x). */
+/** down(silu(gate x) * up x); the gate/up half is one fused GEMV in decode (see `swigluLinear`). */
 export async function swigluMlp(x: Tensor, gate: LinearWeight, up: LinearWeight, down: LinearWeight): Promise<Tensor> {
   const s = new Scratch();
   try {
-    const g = await s.keep(linear(x, gate));
-    const u = await s.keep(linear(x, up));
-    return await linear(await s.keep(swiglu(g, u)), down);
+    return await linear(await s.keep(swigluLinear(x, gate, up)), down);
   } finally {
     s.dispose();
   }

@@ -1,6 +1,7 @@
-import { DTypeError, ShapeError, Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
+import { DTypeError, Scratch, ShapeError, Tensor, assertFloat, formatShape, isFloat, runKernel, sameShape } from '@phalanx/core';
+import { swiglu } from './layers.js';
 import './cpu/linear.js';
-import './webgpu/linear.js';
+import { GEMV_MAX_ROWS } from './webgpu/linear.js';
 
 /**
  * One batched matrix product: out[b] = a[b] @ op(w[b]) (+ bias), with op(w) = w^T when `transB` (the Hugging
@@ -96,3 +97,62 @@ export async function matmul(a: Tensor, b: Tensor, options: { transposeB?: boole
   return (await runKernel('matmul', [a, b], attrs))[0]!;
 }
 
+/** Attributes of the fused `swigluLinear` kernels: x read as [M, K]; gate and up [N, K], one dtype. */
+export interface SwigluLinearAttrs {
+  M: number;
+  N: number;
+  K: number;
+  outShape: number[];
+}
+
+/**
+ * Whether `swigluLinear` takes its fused kernel for M rows of x by K: the GEMV case (at most GEMV_MAX_ROWS
+ * rows, K a multiple of 4 for its 16-byte loads), with plain weights of one dtype. The rule is the same on
+ * every backend, so CPU and WebGPU compute the same formula for the same shapes.
+ */
+export function fusesSwigluLinear(M: number, K: number): boolean {
+  return M >= 1 && M <= GEMV_MAX_ROWS && K % 4 === 0;
+}
+
+/**
+ * The gate/up half of a SwiGLU MLP: silu(x gate^T) * (x up^T), with gate and up [out, in] of one shape.
+ * x: [..., in] (f32, f16 or bf16). Returns f32 [..., out].
+ *
+ * Decode (a few rows, see `fusesSwigluLinear`) with plain float weights of one dtype (f32, f16 or bf16) runs one
+ * fused kernel: on WebGPU a single GEMV dispatch that streams the gate and up rows in the same loop, reusing
+ * each x vector for both, and stores silu(g) * u; on the CPU both dot products in float64, rounded once. Other
+ * inputs (prefill, int8 `{ codes, scales }` weights, mixed dtypes) are computed as
+ * swiglu(linear(x, gate), linear(x, up)), as separate ops.
+ */
+export async function swigluLinear(x: Tensor, gate: LinearWeight, up: LinearWeight): Promise<Tensor> {
+  const op = 'swigluLinear';
+  assertFloat(op, x, 'input');
+  const [g, u] = ([['gate', gate], ['up', up]] as const).map(([role, weight]) => {
+    const w = weightMatrix(weight);
+    const name = w.name ?? role;
+    if (weight instanceof Tensor ? !isFloat(w.dtype) : w.dtype !== 'i8') {
+      throw new DTypeError(`${op}: ${role} ${name} is ${w.dtype}, expected ${weight instanceof Tensor ? 'f32, f16 or bf16' : 'i8 codes'}`);
+    }
+    if (w.rank !== 2) throw new ShapeError(`${op}: ${role} ${name} must be [out, in], got ${formatShape(w.shape)}`);
+    return { w, name };
+  }) as [{ w: Tensor; name: string }, { w: Tensor; name: string }];
+  if (!sameShape(g.w.shape, u.w.shape)) {
+    throw new ShapeError(`${op}: up ${u.name} ${formatShape(u.w.shape)} must have the shape of gate ${g.name} ${formatShape(g.w.shape)}`);
+  }
+  const [N, K] = g.w.shape as [number, number];
+  if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
+    throw new ShapeError(`${op}: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (gate ${g.name} and up ${u.name} are ${formatShape(g.w.shape)})`);
+  }
+  const M = x.size / K;
+  if (gate instanceof Tensor && up instanceof Tensor && gate.dtype === up.dtype && fusesSwigluLinear(M, K)) {
+    const outShape = [...x.shape];
+    outShape[outShape.length - 1] = N;
+    return (await runKernel(op, [x, gate, up], { M, N, K, outShape } satisfies SwigluLinearAttrs))[0]!;
+  }
+  const s = new Scratch();
+  try {
+    return await swiglu(await s.keep(linear(x, gate)), await s.keep(linear(x, up)));
+  } finally {
+    s.dispose();
+  }
+}

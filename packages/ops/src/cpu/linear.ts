@@ -1,5 +1,6 @@
 import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
-import type { MatmulAttrs } from '../linear.js';
+import { silu64 } from '../activations.js';
+import type { MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
 
 /** The reference product: float64 accumulation, one output at a time. */
 function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, hasBias, hasRowScale, outShape }: MatmulAttrs): Tensor {
@@ -25,5 +26,28 @@ function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, ha
   return out;
 }
 
+/** silu(x gate^T) * (x up^T): both dot products in float64, the product rounded to f32 once. */
+function swigluLinear([x, gate, up]: Tensor[], { M, N, K, outShape }: SwigluLinearAttrs): Tensor {
+  const out = empty(outShape, { backend: cpu });
+  const o = cpuStorage(out);
+  const xv = cpuValues(x!);
+  const gv = cpuValues(gate!);
+  const uv = cpuValues(up!);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let g = 0;
+      let u = 0;
+      for (let k = 0; k < K; k++) {
+        const xk = xv[m * K + k]!;
+        g += xk * gv[n * K + k]!;
+        u += xk * uv[n * K + k]!;
+      }
+      o[m * N + n] = silu64(g) * u;
+    }
+  }
+  return out;
+}
+
 // Registered on import (the package lists its kernel files under sideEffects).
 registerKernel({ op: 'matmul', backend: 'cpu', fn: matmul });
+registerKernel({ op: 'swigluLinear', backend: 'cpu', fn: swigluLinear });

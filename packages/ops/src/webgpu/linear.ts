@@ -1,6 +1,7 @@
 import { type DType, type Tensor, empty, registerKernel } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
-import type { MatmulAttrs } from '../linear.js';
+import { ACTIVATIONS_WGSL } from '../activations.js';
+import type { MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
 
 /** Tile shape of the matrix-product kernel: a BM x BN output tile per workgroup, TM x TN outputs per thread. */
 export interface GemmTile {
@@ -198,53 +199,86 @@ export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4 }
 
 /**
  * WGSL for the end of a GEMV whose `lanes` consecutive threads share output row `n` (with `lane`, `n`, `lid`
- * and `u.N` in scope): `decl` declares the workgroup array; `store` adds each thread's partial sums `acc0`..
- * (one per row of x) over its lanes and has lane 0 store out[m, n] = apply(sum, 'n'). Shared with the packed
- * GEMV of @phalanx/quantizer.
+ * and `u.N` in scope): `decl` declares the workgroup array; `store` adds each thread's partial sums over its
+ * lanes and has lane 0 store out[m, n] = apply(sum, 'n'). The partial sums are `acc0`.. (one per row of x), or,
+ * with several `sums` prefixes (e.g. ['acc', 'accUp']), one set per prefix, all reduced together and passed to
+ * `apply` in that order: apply(sum of acc<m>, 'n', sum of accUp<m>). Shared with the packed GEMV of
+ * @phalanx/quantizer.
  */
-export function gemvLaneSum(rows: number, threads: number, lanes: number, apply: (value: string, col: string) => string): { decl: string; store: string } {
+export function gemvLaneSum(
+  rows: number,
+  threads: number,
+  lanes: number,
+  apply: (value: string, col: string, ...more: string[]) => string,
+  sums: readonly string[] = ['acc'],
+): { decl: string; store: string } {
   const R = Array.from({ length: rows }, (_, m) => m);
+  const S = sums.map((prefix, i) => ({ prefix, base: i * rows }));
   const part = (m: number) => `partial[${m * threads}u + lid.x]`;
+  const each = (f: (m: number, prefix: string) => string) => S.flatMap(({ prefix, base }) => R.map((m) => f(base + m, `${prefix}${m}`)));
   return {
-    decl: `var<workgroup> partial: array<f32, ${rows * threads}>;`,
-    store: `${R.map((m) => `${part(m)} = acc${m};`).join('\n  ')}
+    decl: `var<workgroup> partial: array<f32, ${sums.length * rows * threads}>;`,
+    store: `${each((m, acc) => `${part(m)} = ${acc};`).join('\n  ')}
   workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (lane < s) {
-      ${R.map((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
+      ${each((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
     }
     workgroupBarrier();
   }
   if (lane == 0u && n < u.N) {
-    ${R.map((m) => `out[${m}u * u.N + n] = ${apply(part(m), 'n')};`).join('\n    ')}
+    ${R.map((m) => `out[${m}u * u.N + n] = ${apply(part(m), 'n', ...S.slice(1).map(({ base }) => part(base + m)))};`).join('\n    ')}
   }`,
   };
+}
+
+/**
+ * What the GEMV stores: the matmul epilogue, or, with `swiglu`, silu(x gate^T) * (x up^T) from two weight
+ * matrices of one dtype and shape, bound as `w` (gate) and `up` (no bias or row scale then).
+ */
+export interface GemvEpilogue extends Epilogue {
+  swiglu?: boolean;
 }
 
 /**
  * y[m, n] = dot(x[m, :], w[n, :]) for a few rows m: memory-bound on w, which is streamed once. `lanes`
  * threads own one output row n and read w[n, :] in 16-byte vectors (4 floats, or 4 halves as 2 words),
  * `unroll` at a time so that more loads are in flight, reusing each vector for every x row; lanes are then summed in
- * workgroup memory.
+ * workgroup memory. With `post.swiglu` the same loop also streams up[n, :], reusing each x vector for both
+ * dot products, and stores silu(gate dot) * (up dot): the whole gate/up half of a SwiGLU MLP in one dispatch.
  */
-export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Epilogue, shape: GemvShape = DEFAULT_GEMV): Program {
+export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: GemvEpilogue, shape: GemvShape = DEFAULT_GEMV): Program {
+  const fused = post.swiglu === true;
+  if (fused && (post.bias || post.rowScale)) throw new Error('gemvProgram: the swiglu GEMV takes no bias or row scale');
   const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
-  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}`, () => {
+  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? ':swiglu' : ''}`, () => {
     const U = Array.from({ length: unroll }, (_, j) => j);
     const lw = load4('w', wDType);
+    const lu = load4('up', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
-    const laneSum = gemvLaneSum(rows, threads, lanes, ep.apply);
+    const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, _col, u) => `silu(${g}) * ${u}`, ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply);
+    // one loop step over the vectors j in J, at 16-byte index at(j) of the rows: the loads of w<j> (and v<j>,
+    // up's), then the dot products with each row of x
+    const loads = (J: number[], at: (j: number) => string) => [
+      ...J.map((j) => `let w${j} = load4_w(wRow + ${at(j)});`),
+      ...(fused ? J.map((j) => `let v${j} = load4_up(wRow + ${at(j)});`) : []),
+    ];
+    const step = (J: number[], at: (j: number) => string) =>
+      fused
+        ? R.map((m) => `{ ${J.map((j) => `let xv${j} = x4(${m}u, ${at(j)});`).join(' ')} acc${m} += ${J.map((j) => `dot(w${j}, xv${j})`).join(' + ')}; accUp${m} += ${J.map((j) => `dot(v${j}, xv${j})`).join(' + ')}; }`)
+        : R.map((m) => `acc${m} += ${J.map((j) => `dot(w${j}, x4(${m}u, ${at(j)}))`).join(' + ')};`);
+    const unrolled = (j: number) => `k4 + ${j * lanes}u`;
     return program({
-      name: 'matmul',
-      inputs: { x: xDType, w: wDType, ...ep.inputs },
+      name: fused ? 'swigluLinear' : 'matmul',
+      inputs: fused ? { x: xDType, w: wDType, up: wDType } : { x: xDType, w: wDType, ...ep.inputs },
       outputs: { out: 'f32' },
-      views: xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view },
+      views: { ...(xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view }), ...(fused ? { up: lu.view } : {}) },
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
       helpers: `${laneSum.decl}
-${lw.fn}
+${lw.fn}${fused ? `\n${lu.fn}\n${ACTIVATIONS_WGSL}` : ''}
 fn x4(m: u32, k4: u32) -> vec4<f32> {
   ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
 }`,
@@ -252,17 +286,17 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
   let lane = lid.x % ${lanes}u;
   let n = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r;
   let K4 = u.K / 4u;
-  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}
+  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}${fused ? ` ${R.map((m) => `var accUp${m} = 0.0;`).join(' ')}` : ''}
   if (n < u.N) {
     let wRow = n * K4;
     var k4 = lane;
     for (; k4 + ${(unroll - 1) * lanes}u < K4; k4 += ${unroll * lanes}u) {
-      ${U.map((j) => `let w${j} = load4_w(wRow + k4 + ${j * lanes}u);`).join('\n      ')}
-      ${R.map((m) => `acc${m} += ${U.map((j) => `dot(w${j}, x4(${m}u, k4 + ${j * lanes}u))`).join(' + ')};`).join('\n      ')}
+      ${loads(U, unrolled).join('\n      ')}
+      ${step(U, unrolled).join('\n      ')}
     }
     for (; k4 < K4; k4 += ${lanes}u) {
-      let w0 = load4_w(wRow + k4);
-      ${R.map((m) => `acc${m} += dot(w0, x4(${m}u, k4));`).join('\n      ')}
+      ${loads([0], () => 'k4').join('\n      ')}
+      ${step([0], () => 'k4').join('\n      ')}
     }
   }
   ${laneSum.store}`,
@@ -290,6 +324,16 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
   return out;
 }
 
+/** The fused gate/up GEMV of `swigluLinear`: one dispatch for silu(x gate^T) * (x up^T). */
+async function swigluLinear(inputs: Tensor[], { M, N, K, outShape }: SwigluLinearAttrs, backend: WebGPUBackend): Promise<Tensor> {
+  const [x, gate] = inputs as [Tensor, Tensor, Tensor];
+  const out = empty(outShape, { backend });
+  if (out.size === 0) return out;
+  const prog = gemvProgram(x.dtype, gate.dtype, M, { swiglu: true });
+  await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
+  return out;
+}
+
 /** GEMV needs w as [N, K] with K a multiple of 4 (16-byte loads), one batch and at most GEMV_MAX_ROWS rows. */
 function useGemv({ batch, M, K, transB }: MatmulAttrs): boolean {
   return transB && batch === 1 && M <= GEMV_MAX_ROWS && K % 4 === 0;
@@ -304,4 +348,12 @@ registerKernel({
     const max = backend.limits.maxComputeWorkgroupsPerDimension!;
     return (batch <= max && Math.ceil(M / DEFAULT_TILE.BM) <= max && Math.ceil(N / DEFAULT_TILE.BN) <= max) || `grid too large for ${batch} x ${M} x ${N}`;
   },
+});
+registerKernel({
+  op: 'swigluLinear',
+  backend: 'webgpu',
+  fn: swigluLinear,
+  // only the GEMV case (the frontend composes the rest from linear and swiglu)
+  verify: ([, gate, up]: Tensor[], { M, K }: SwigluLinearAttrs) =>
+    (M <= GEMV_MAX_ROWS && K % 4 === 0 && gate!.dtype === up!.dtype && gate!.dtype !== 'i8') || `the fused GEMV takes at most ${GEMV_MAX_ROWS} rows, K a multiple of 4 and float weights of one dtype (got ${M} x ${K}, ${gate!.dtype} and ${up!.dtype})`,
 });
