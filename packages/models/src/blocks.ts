@@ -48,11 +48,14 @@ export async function logitsHead(x: Tensor, options: HeadOptions): Promise<Tenso
   }
 }
 
-/** down(silu(gate x) * up x); the gate/up half is one fused GEMV in decode (see `swigluLinear`). */
-export async function swigluMlp(x: Tensor, gate: LinearWeight, up: LinearWeight, down: LinearWeight): Promise<Tensor> {
+/**
+ * down(silu(gate x) * up x), plus `residual` when given (a decoder layer's residual stream); in decode the
+ * gate/up half is one fused GEMV (see `swigluLinear`) and down adds the residual in its epilogue (see `linear`).
+ */
+export async function swigluMlp(x: Tensor, gate: LinearWeight, up: LinearWeight, down: LinearWeight, residual?: Tensor): Promise<Tensor> {
   const s = new Scratch();
   try {
-    return await linear(await s.keep(swigluLinear(x, gate, up)), down);
+    return await linear(await s.keep(swigluLinear(x, gate, up)), down, null, { residual });
   } finally {
     s.dispose();
   }

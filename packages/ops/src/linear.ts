@@ -1,4 +1,4 @@
-import { DTypeError, Scratch, ShapeError, Tensor, assertFloat, formatShape, isFloat, runKernel, sameShape } from '@phalanx/core';
+import { DTypeError, Scratch, ShapeError, Tensor, add, assertFloat, formatShape, isFloat, runKernel, sameShape } from '@phalanx/core';
 import { swiglu } from './layers.js';
 import './cpu/linear.js';
 import { GEMV_MAX_ROWS } from './webgpu/linear.js';
@@ -18,6 +18,11 @@ export interface MatmulAttrs {
   hasBias: boolean;
   /** Inputs end with a per-output-row scale [N] (quantized weights: y = (x codes^T) * scale + bias). */
   hasRowScale: boolean;
+  /**
+   * Inputs end with a residual of the output's shape, added to each output (y = residual + (x W^T + b)). Only
+   * `linear` sets it, and only where `fusesLinearResidual` holds (the GEMV case).
+   */
+  hasResidual?: boolean;
   outShape: number[];
 }
 
@@ -38,6 +43,24 @@ export function weightMatrix(weight: LinearWeight): Tensor {
   return weight instanceof Tensor ? weight : weight.codes;
 }
 
+/** Options of `linear`. */
+export interface LinearOptions {
+  /**
+   * A tensor of the output's shape [..., out] added to the product: y = residual + (x W^T + b), the residual
+   * stream of a decoder layer (x + o_proj(attention), x + down_proj(mlp)). Any float dtype.
+   */
+  residual?: Tensor | null;
+}
+
+/**
+ * Whether `linear` with a `residual` adds it inside the product's kernel for M rows of x by K: the GEMV case
+ * (the rule of `fusesSwigluLinear`), on every backend, so CPU and WebGPU compute the same formula for the same
+ * shapes. Otherwise the residual is added by a separate `add`.
+ */
+export function fusesLinearResidual(M: number, K: number): boolean {
+  return fusesSwigluLinear(M, K);
+}
+
 /**
  * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
  * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
@@ -45,10 +68,15 @@ export function weightMatrix(weight: LinearWeight): Tensor {
  *
  * Int8 weights (`{ codes, scales }`): y = (x codes^T) * scales + b, the scale applied in the kernels'
  * epilogue: they read one byte per weight and never expand W in memory.
+ *
+ * `options.residual` (the output's shape) gives y = residual + (x W^T + b). In decode (`fusesLinearResidual`:
+ * the GEMV case, float or int8 weights) it is added in the kernel's epilogue, in one dispatch (on the CPU in
+ * float64, rounded once); other shapes compute add(residual, linear(x, W, b)).
  */
-export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | null): Promise<Tensor> {
+export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | null, options: LinearOptions = {}): Promise<Tensor> {
   const w = weightMatrix(weight);
   const rowScale = weight instanceof Tensor ? undefined : weight.scales;
+  const residual = options.residual ?? undefined;
   const name = w.name ?? 'weight';
   assertFloat('linear', x, 'input');
   if (rowScale) {
@@ -68,10 +96,23 @@ export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | nu
   }
   const outShape = [...x.shape]; // not slice(): it is slow on a frozen array
   outShape[outShape.length - 1] = N;
+  if (residual) {
+    assertFloat('linear', residual, 'residual');
+    if (!sameShape(residual.shape, outShape)) {
+      throw new ShapeError(`linear: residual ${residual.name ?? 'residual'} ${formatShape(residual.shape)} must be the output's shape ${formatShape(outShape)} (input ${x.name ?? 'x'} ${formatShape(x.shape)}, weight ${name} ${formatShape(w.shape)})`);
+    }
+  }
   const M = x.size / K;
-  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, outShape };
-  const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : [])];
-  return (await runKernel('matmul', inputs, attrs))[0]!;
+  const fused = !!residual && fusesLinearResidual(M, K);
+  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, hasResidual: fused, outShape };
+  const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []), ...(fused ? [residual!] : [])];
+  const y = (await runKernel('matmul', inputs, attrs))[0]!;
+  if (!residual || fused) return y;
+  try {
+    return await add(residual, y);
+  } finally {
+    y.dispose();
+  }
 }
 
 /**

@@ -2,6 +2,7 @@ import { type Backend, type DType, DTypeError, Rng, ShapeError, type Tensor, ass
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
+import { dispatches } from './dispatches.js';
 import { fusesSwigluLinear, linear, silu64, swiglu, swigluLinear } from '../src/index.js';
 import { type GemvShape, gemvProgram } from '../src/webgpu/linear.js';
 
@@ -110,13 +111,6 @@ describe.each(backends)('swigluLinear on $name', (backend) => {
 });
 
 describe.runIf(gpu)('swigluLinear on WebGPU: kernel choice', () => {
-  async function dispatches(f: () => Promise<Tensor>): Promise<[string, number][]> {
-    const g = gpu as WebGPUBackend;
-    const p = g.profile();
-    (await f()).dispose();
-    return (await p.stop()).kernels.map((k) => [k.name, k.count] as [string, number]).sort();
-  }
-
   it('one dispatch in decode; linear + linear + swiglu for prefill and int8', async () => {
     const g = gpu as WebGPUBackend;
     const [N, K] = [63, 64];
@@ -124,14 +118,14 @@ describe.runIf(gpu)('swigluLinear on WebGPU: kernel choice', () => {
     const up = await rand([N, K], seed++, g, 'bf16');
     for (const M of [1, 4]) {
       const x = await rand([M, K], seed++, g);
-      expect(await dispatches(() => swigluLinear(x.t, gate.t, up.t))).toEqual([['swigluLinear', 1]]);
+      expect(await dispatches(gpu as WebGPUBackend, () => swigluLinear(x.t, gate.t, up.t))).toEqual([['swigluLinear', 1]]);
     }
     const prefill = await rand([5, K], seed++, g);
-    expect(await dispatches(() => swigluLinear(prefill.t, gate.t, up.t))).toEqual([['matmul', 2], ['swiglu', 1]]);
+    expect(await dispatches(gpu as WebGPUBackend, () => swigluLinear(prefill.t, gate.t, up.t))).toEqual([['matmul', 2], ['swiglu', 1]]);
     const x = await rand([1, K], seed++, g);
     const codes = tensor(new Int8Array(N * K), [N, K], { backend: g });
     const scales = tensor(new Float32Array(N).fill(1), [N], { backend: g });
-    expect(await dispatches(() => swigluLinear(x.t, { codes, scales }, { codes, scales }))).toEqual([['matmul', 2], ['swiglu', 1]]);
+    expect(await dispatches(gpu as WebGPUBackend, () => swigluLinear(x.t, { codes, scales }, { codes, scales }))).toEqual([['matmul', 2], ['swiglu', 1]]);
   });
 
   // Other GEMV shapes, f16 weights and an f16 x, into an output poisoned with NaN (unwritten elements show)

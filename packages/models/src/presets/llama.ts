@@ -8,7 +8,7 @@
  *   logits = lm_head(norm(x))
  */
 import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
-import { ConfigError, Scratch, type Tensor, add } from '@phalanx/core';
+import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
 import { type LinearWeight, type RopeOptions, linear, rmsNorm, rope } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
 import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
@@ -77,8 +77,7 @@ export async function llamaKv(w: Weights, l: number, c: AttentionConfig, x: Tens
 /** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x). */
 export async function llamaMlp(w: Weights, l: number, eps: number, x: Tensor, s: Scratch): Promise<Tensor> {
   const h = await s.keep(rmsNorm(x, w.layer(l, 'post_attention_layernorm.weight'), { eps }));
-  const m = await s.keep(swigluMlp(h, w.layerMatrix(l, 'mlp.gate_proj.weight'), w.layerMatrix(l, 'mlp.up_proj.weight'), w.layerMatrix(l, 'mlp.down_proj.weight')));
-  return add(x, m);
+  return swigluMlp(h, w.layerMatrix(l, 'mlp.gate_proj.weight'), w.layerMatrix(l, 'mlp.up_proj.weight'), w.layerMatrix(l, 'mlp.down_proj.weight'), x);
 }
 
 /** The head: lm_head, or the embedding when tied. */
@@ -121,8 +120,9 @@ class LlamaNetwork implements Network {
         const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
         const { q, k, v } = await llamaQkv(w, l, c, h, position, s);
         const y = await s.keep(attend(q, k, v, state?.caches[l] ?? null));
-        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
-        x = await llamaMlp(w, l, eps, await s.keep(add(x, o)), s);
+        // x + o_proj(y), the residual added in the projection's epilogue in decode
+        const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
+        x = await llamaMlp(w, l, eps, afterAttention, s);
       } finally {
         s.dispose();
       }

@@ -13,7 +13,7 @@
  *   logits = lm_head(norm(x))
  */
 import type { ExpectedTensor, NanoHammerConfig } from '@phalanx/checkpoint';
-import { type Backend, Scratch, type Tensor, add, zeros } from '@phalanx/core';
+import { type Backend, Scratch, type Tensor, zeros } from '@phalanx/core';
 import { holographicIntegral } from '@phalanx/holographic-rope';
 import { linear, rmsNorm } from '@phalanx/ops';
 import { type StateCellParams, stateCell } from '@phalanx/state-cell';
@@ -127,8 +127,9 @@ class NanoHammerNetwork implements Network {
         // the state token sits at its word's position: the same k/v projections and RoPE
         const stateKv = await llamaKv(w, l, c, e, rotary, s);
         const y = await s.keep(attend(q, k, v, state?.kv.caches[l] ?? null, { stateKv }));
-        const o = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`)));
-        x = await llamaMlp(w, l, eps, await s.keep(add(x, o)), s);
+        // x + o_proj(y), the residual added in the projection's epilogue in decode
+        const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
+        x = await llamaMlp(w, l, eps, afterAttention, s);
       } finally {
         s.dispose();
       }

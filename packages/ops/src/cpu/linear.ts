@@ -2,14 +2,15 @@ import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '
 import { silu64 } from '../activations.js';
 import type { MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
 
-/** The reference product: float64 accumulation, one output at a time. */
-function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, hasBias, hasRowScale, outShape }: MatmulAttrs): Tensor {
+/** The reference product: float64 accumulation, one output at a time, plus any residual, rounded to f32 once. */
+function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, hasBias, hasRowScale, hasResidual, outShape }: MatmulAttrs): Tensor {
   const out = empty(outShape, { backend: cpu });
   const o = cpuStorage(out);
   const x = cpuValues(a!);
   const w = cpuValues(b!);
   const bias = hasBias ? cpuValues(rest[0]!) : undefined;
   const scale = hasRowScale ? cpuValues(rest[hasBias ? 1 : 0]!) : undefined;
+  const residual = hasResidual ? cpuValues(rest[rest.length - 1]!) : undefined;
   // element (k, n) of op(w) for this batch: strides of w read as [K, N]
   const [sk, sn] = transB ? [1, K] : [N, 1];
   for (let p = 0; p < batch; p++) {
@@ -19,7 +20,8 @@ function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, ha
       for (let n = 0; n < N; n++) {
         let acc = 0;
         for (let k = 0, wi = wBase + n * sn; k < K; k++, wi += sk) acc += x[xRow + k]! * w[wi]!;
-        o[(p * M + m) * N + n] = acc * (scale ? scale[n]! : 1) + (bias ? bias[n]! : 0);
+        const i = (p * M + m) * N + n;
+        o[i] = (residual ? residual[i]! : 0) + (acc * (scale ? scale[n]! : 1) + (bias ? bias[n]! : 0));
       }
     }
   }

@@ -83,19 +83,26 @@ function load4(name: string, dtype: DType): { view: string; fn: string } {
 /**
  * What the kernels apply to each dot product before storing it: y = dot * rowScale[n] + bias[n] (either may
  * be absent; rowScale is the per-output-row scale of quantized weights), given by the dtypes of those inputs.
+ * `residual` (GEMV only: the output's shape, added as the lanes' sum is stored, see `gemvLaneSum`) gives
+ * y = residual[m, n] + (dot * rowScale[n] + bias[n]).
  */
 export interface Epilogue {
   bias?: DType;
   rowScale?: DType;
+  residual?: DType;
 }
 
-/** The epilogue's extra inputs, bound after the two operands, and the WGSL expression for column `col`. */
+/**
+ * The epilogue's extra inputs, bound after the two operands in this order (bias, rowScale, residual), and the
+ * WGSL expression for column `col` (without the residual, which needs the output index: `gemvLaneSum` adds it).
+ */
 function epilogue(e: Epilogue): { inputs: Record<string, DType>; apply: (value: string, col: string) => string; key: string } {
   const inputs: Record<string, DType> = {};
   if (e.bias) inputs.bias = e.bias;
   if (e.rowScale) inputs.rowScale = e.rowScale;
+  if (e.residual) inputs.residual = e.residual;
   const apply = (value: string, col: string) => `${e.rowScale ? `${value} * load_rowScale(${col})` : value}${e.bias ? ` + load_bias(${col})` : ''}`;
-  return { inputs, apply, key: `${e.bias}:${e.rowScale}` };
+  return { inputs, apply, key: `${e.bias}:${e.rowScale}:${e.residual}` };
 }
 
 /**
@@ -106,6 +113,7 @@ function epilogue(e: Epilogue): { inputs: Record<string, DType>; apply: (value: 
  * needs K, and N when b is [K, N], to be multiples of 4.
  */
 export function gemmProgram(aDType: DType, bDType: DType, transB: boolean, post: Epilogue, vec: boolean, tile: GemmTile = DEFAULT_TILE): Program {
+  if (post.residual) throw new Error('gemmProgram: the tiled kernel takes no residual (linear adds it with a separate add)');
   const ep = epilogue(post);
   const { BM, BN, BK, TM, TN } = tile;
   const TX = BN / TN;
@@ -202,8 +210,9 @@ export const DEFAULT_GEMV: GemvShape = { rowsPerGroup: 4, lanes: 64, unroll: 4 }
  * and `u.N` in scope): `decl` declares the workgroup array; `store` adds each thread's partial sums over its
  * lanes and has lane 0 store out[m, n] = apply(sum, 'n'). The partial sums are `acc0`.. (one per row of x), or,
  * with several `sums` prefixes (e.g. ['acc', 'accUp']), one set per prefix, all reduced together and passed to
- * `apply` in that order: apply(sum of acc<m>, 'n', sum of accUp<m>). Shared with the packed GEMV of
- * @phalanx/quantizer.
+ * `apply` in that order: apply(sum of acc<m>, 'n', sum of accUp<m>). With `residual`, lane 0 stores
+ * out[m, n] = load_residual(m * N + n) + (apply(...)) (a `residual` input of the output's shape must be bound).
+ * Shared with the packed GEMV of @phalanx/quantizer.
  */
 export function gemvLaneSum(
   rows: number,
@@ -211,6 +220,7 @@ export function gemvLaneSum(
   lanes: number,
   apply: (value: string, col: string, ...more: string[]) => string,
   sums: readonly string[] = ['acc'],
+  residual = false,
 ): { decl: string; store: string } {
   const R = Array.from({ length: rows }, (_, m) => m);
   const S = sums.map((prefix, i) => ({ prefix, base: i * rows }));
@@ -227,7 +237,10 @@ export function gemvLaneSum(
     workgroupBarrier();
   }
   if (lane == 0u && n < u.N) {
-    ${R.map((m) => `out[${m}u * u.N + n] = ${apply(part(m), 'n', ...S.slice(1).map(({ base }) => part(base + m)))};`).join('\n    ')}
+    ${R.map((m) => {
+      const value = apply(part(m), 'n', ...S.slice(1).map(({ base }) => part(base + m)));
+      return `out[${m}u * u.N + n] = ${residual ? `load_residual(${m}u * u.N + n) + (${value})` : value};`;
+    }).join('\n    ')}
   }`,
   };
 }
@@ -249,7 +262,7 @@ export interface GemvEpilogue extends Epilogue {
  */
 export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: GemvEpilogue, shape: GemvShape = DEFAULT_GEMV): Program {
   const fused = post.swiglu === true;
-  if (fused && (post.bias || post.rowScale)) throw new Error('gemvProgram: the swiglu GEMV takes no bias or row scale');
+  if (fused && (post.bias || post.rowScale || post.residual)) throw new Error('gemvProgram: the swiglu GEMV takes no bias, row scale or residual');
   const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
   return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? ':swiglu' : ''}`, () => {
@@ -258,7 +271,7 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Ge
     const lu = load4('up', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
-    const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, _col, u) => `silu(${g}) * ${u}`, ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply);
+    const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, _col, u) => `silu(${g}) * ${u}`, ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply, ['acc'], !!post.residual);
     // one loop step over the vectors j in J, at 16-byte index at(j) of the rows: the loads of w<j> (and v<j>,
     // up's), then the dot products with each row of x
     const loads = (J: number[], at: (j: number) => string) => [
@@ -307,8 +320,12 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
 async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBackend): Promise<Tensor> {
   const [a, b, ...rest] = inputs as [Tensor, Tensor, ...Tensor[]];
   const { batch, M, N, K, transB, bShared, outShape } = attrs;
-  // the epilogue inputs follow the operands in this order: bias, then rowScale
-  const post: Epilogue = { bias: attrs.hasBias ? rest[0]!.dtype : undefined, rowScale: attrs.hasRowScale ? rest[attrs.hasBias ? 1 : 0]!.dtype : undefined };
+  // the epilogue inputs follow the operands in this order: bias, rowScale, then residual (GEMV only, see verify)
+  const post: Epilogue = {
+    bias: attrs.hasBias ? rest[0]!.dtype : undefined,
+    rowScale: attrs.hasRowScale ? rest[attrs.hasBias ? 1 : 0]!.dtype : undefined,
+    residual: attrs.hasResidual ? rest[rest.length - 1]!.dtype : undefined,
+  };
   const out = empty(outShape, { backend });
   if (out.size === 0) return out;
   if (useGemv(attrs)) {
@@ -344,7 +361,10 @@ registerKernel({
   op: 'matmul',
   backend: 'webgpu',
   fn: matmul,
-  verify: (_inputs, { batch, M, N }: MatmulAttrs, backend: WebGPUBackend) => {
+  verify: (_inputs, attrs: MatmulAttrs, backend: WebGPUBackend) => {
+    const { batch, M, N } = attrs;
+    // a residual is added by the GEMV epilogue only (linear composes linear then add otherwise)
+    if (attrs.hasResidual && !useGemv(attrs)) return `the residual epilogue takes the GEMV case only (got ${batch} x ${M} x ${attrs.K})`;
     const max = backend.limits.maxComputeWorkgroupsPerDimension!;
     return (batch <= max && Math.ceil(M / DEFAULT_TILE.BM) <= max && Math.ceil(N / DEFAULT_TILE.BN) <= max) || `grid too large for ${batch} x ${M} x ${N}`;
   },
