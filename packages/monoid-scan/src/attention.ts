@@ -64,9 +64,17 @@ export interface MonoidAttentionConfig {
 }
 
 /** The scan's options (mode, chunkSize, subChunkSize, cuSeqlens), plus the state to start from. */
-export interface MonoidAttentionForwardOptions extends MonoidScanOptions {
+export interface MonoidAttentionForwardOptions extends MonoidScanOptions, MonoidAttentionResidual {
   /** [B, H, Dk, Dk] (or [N, ...] with cuSeqlens): start here instead of h0, e.g. to continue a prefill. */
   initialState?: Tensor;
+}
+
+export interface MonoidAttentionResidual {
+  /**
+   * A tensor of the output's shape added to it: a decoder layer's residual stream, x + attention(norm(x)).
+   * The output projection adds it in its epilogue (ops `linear`), one dispatch fewer in decode.
+   */
+  residual?: Tensor;
 }
 
 export interface MonoidAttentionResult {
@@ -140,7 +148,7 @@ export class MonoidAttention {
    */
   async forward(x: Tensor, options: MonoidAttentionForwardOptions = {}): Promise<MonoidAttentionResult> {
     this.checkInput(x, 'forward', 3, '[B, T, hidden]');
-    const { initialState, ...scanOptions } = options;
+    const { initialState, residual, ...scanOptions } = options;
     const s = new Scratch();
     try {
       const { q, k, v, logDecay } = await this.project(x, s);
@@ -148,7 +156,7 @@ export class MonoidAttention {
       const sequences = scanOptions.cuSeqlens ? Math.max(scanOptions.cuSeqlens.length - 1, 1) : x.shape[0]!;
       const start = initialState ?? (await s.keep(this.initialState(sequences)));
       const { output, finalState } = await monoidScan({ q, k, v, logDecay, initialState: start }, scanOptions);
-      return { output: await this.outputProjection(output, s), state: finalState };
+      return { output: await this.outputProjection(output, s, residual), state: finalState };
     } finally {
       s.dispose();
     }
@@ -158,7 +166,7 @@ export class MonoidAttention {
    * One token per sequence (O(1) decode, spec 1.6): x [B, hidden] and the state [B, H, Dk, Dk] -> output
    * [B, hidden] and the next state. The state passed in is left alone: dispose it when done.
    */
-  async step(state: Tensor, x: Tensor): Promise<MonoidAttentionResult> {
+  async step(state: Tensor, x: Tensor, options: MonoidAttentionResidual = {}): Promise<MonoidAttentionResult> {
     this.checkInput(x, 'step', 2, '[B, hidden]');
     const stateShape = [x.shape[0]!, this.heads, this.headDim, this.headDim];
     if (!sameShape(state.shape, stateShape)) throw new ShapeError(`${OP}.step: state (${state.name ?? 'tensor'}) is ${formatShape(state.shape)}; expected ${formatShape(stateShape)} ([B, H, Dk, Dk])`);
@@ -166,7 +174,7 @@ export class MonoidAttention {
     try {
       const { q, k, v, logDecay } = await this.project(x, s);
       const next = await monoidStep(state, { q, k, v, logDecay });
-      return { output: await this.outputProjection(next.output, s), state: next.state };
+      return { output: await this.outputProjection(next.output, s, options.residual), state: next.state };
     } finally {
       s.dispose();
     }
@@ -217,10 +225,10 @@ export class MonoidAttention {
   }
 
   /** W_o over the heads' outputs o [...lead, H, Dk] -> [...lead, hidden] (o is disposed with the scratch). */
-  private async outputProjection(o: Tensor, s: Scratch): Promise<Tensor> {
+  private async outputProjection(o: Tensor, s: Scratch, residual: Tensor | undefined): Promise<Tensor> {
     await s.keep(o);
     const flat = await s.keep(o.reshape([...o.shape.slice(0, -2), this.heads * this.headDim]));
-    return linear(flat, this.weights.oProj);
+    return linear(flat, this.weights.oProj, null, { residual });
   }
 
   private checkInput(x: Tensor, method: string, rank: number, layout: string): void {

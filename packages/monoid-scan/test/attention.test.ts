@@ -208,6 +208,20 @@ describe.each(LAYER_CASES)('MonoidAttention on %s, %s decay, %s norm weight', (_
     await close(Array.from(await full.state.data()), state, 'state');
   });
 
+  it('a residual is added to the output of forward and of step', async () => {
+    const attn = layer();
+    const r = values(B * T * HIDDEN, seed + 60);
+    const plain = await attn.forward(t(x, [B, T, HIDDEN]));
+    const withResidual = await attn.forward(t(x, [B, T, HIDDEN]), { residual: t(r, [B, T, HIDDEN]) });
+    await close(Array.from(await plain.output.data(), (v, i) => v + r[i]!), withResidual.output, 'forward + residual');
+    const rStep = values(B * HIDDEN, seed + 61);
+    const xStep = t(tokens(x, B, T, 0, 1), [B, HIDDEN]);
+    const step = await attn.step(plain.state, xStep);
+    const stepWithResidual = await attn.step(plain.state, xStep, { residual: t(rStep, [B, HIDDEN]) });
+    await close(Array.from(await step.output.data(), (v, i) => v + rStep[i]!), stepWithResidual.output, 'step + residual');
+    await expect(attn.step(plain.state, xStep, { residual: t(rStep.slice(0, HIDDEN), [1, HIDDEN]) })).rejects.toThrow(/residual/);
+  });
+
   it('decoding from initialState() with no prompt starts at h0', async () => {
     const attn = layer();
     let state = await attn.initialState(B);

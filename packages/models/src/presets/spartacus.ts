@@ -9,7 +9,7 @@
  *   logits = embed^T(norm(x))   (tied by default)
  */
 import type { ExpectedTensor, SpartacusConfig } from '@phalanx/checkpoint';
-import { ConfigError, Scratch, type Tensor, add } from '@phalanx/core';
+import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
 import { type DecayVariant, MonoidAttention, type MonoidAttentionResult, type MonoidScanOptions, detectDecayVariant } from '@phalanx/monoid-scan';
 import { rmsNorm } from '@phalanx/ops';
 import { embedTokens, logitsHead } from '../blocks.js';
@@ -99,10 +99,11 @@ export class SpartacusNetwork implements Network {
           await s.keep(x);
           const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
           const held = state?.layers[l];
-          // one token onto a held state is the O(1) decode step (spec 1.6), whatever form the scan options give prefills
-          const { output, state: after } = held && T === 1 ? await decodeStep(attention[l]!, held, h, s) : await attention[l]!.forward(h, { ...this.scan, initialState: held });
+          // one token onto a held state is the O(1) decode step (spec 1.6), whatever form the scan options give prefills;
+          // the output is x + attention(h), the residual added in the output projection
+          const { output, state: after } = held && T === 1 ? await decodeStep(attention[l]!, held, h, x, s) : await attention[l]!.forward(h, { ...this.scan, initialState: held, residual: x });
           next.push(after);
-          x = await llamaMlp(w, l, eps, await s.keep(add(x, await s.keep(output))), s);
+          x = await llamaMlp(w, l, eps, await s.keep(output), s);
         } finally {
           s.dispose();
         }
@@ -170,10 +171,10 @@ export class SpartacusNetwork implements Network {
   }
 }
 
-/** MonoidAttention.step on h [B, 1, hidden] -> output [B, 1, hidden] and the next state. */
-async function decodeStep(attention: MonoidAttention, held: Tensor, h: Tensor, s: Scratch): Promise<MonoidAttentionResult> {
+/** MonoidAttention.step on h [B, 1, hidden] -> residual + output [B, 1, hidden] and the next state. */
+async function decodeStep(attention: MonoidAttention, held: Tensor, h: Tensor, residual: Tensor, s: Scratch): Promise<MonoidAttentionResult> {
   const [B, , C] = h.shape as [number, number, number];
-  const { output, state } = await attention.step(held, await s.keep(h.reshape([B, C])));
+  const { output, state } = await attention.step(held, await s.keep(h.reshape([B, C])), { residual: await s.keep(residual.reshape([B, C])) });
   await s.keep(output);
   return { output: output.reshape([B, 1, C]), state };
 }
