@@ -1,27 +1,12 @@
-import { type Backend, type DType, Rng, ShapeError, type Tensor, add, assertClose, tensor } from '@phalanx/core';
+import { ShapeError, add, assertClose, tensor } from '@phalanx/core';
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { dispatches } from './dispatches.js';
-import { type LinearWeight, fusesLinearResidual, linear } from '../src/index.js';
+import { dispatches, rand, randInt8 } from './helpers.js';
+import { fusesLinearResidual, linear } from '../src/index.js';
 import { gemvProgram } from '../src/webgpu/linear.js';
 
 const { backends, gpu } = await testBackends();
-
-async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32', name?: string): Promise<{ t: Tensor; v: number[] }> {
-  const rng = new Rng(seed);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const t = tensor(Array.from({ length: n }, () => rng.normal()), shape, { dtype, backend, name });
-  return { t, v: Array.from(await t.data()) };
-}
-
-/** Int8 weights [N, K]: codes in [-128, 127], one small scale per row. */
-function int8(N: number, K: number, seed: number, backend: Backend): LinearWeight {
-  const rng = new Rng(seed);
-  const codes = Array.from({ length: N * K }, () => rng.int(256) - 128);
-  const scales = Array.from({ length: N }, () => 0.01 + rng.uniform() * 0.05);
-  return { codes: tensor(new Int8Array(codes), [N, K], { backend, name: 'w.codes' }), scales: tensor(scales, [N], { backend, name: 'w.scales' }) };
-}
 
 let seed = 500;
 
@@ -38,7 +23,7 @@ describe.each(backends)('linear with a residual on $name', (backend) => {
   const KINDS = ['f32', 'bf16', 'i8'] as const;
   it.each(SHAPES.flatMap((s) => KINDS.map((k) => [...s, k] as const)))('M=%i N=%i K=%i, %s weights, vs linear then add', async (M, N, K, kind) => {
     const x = await rand([M, K], seed++, backend);
-    const w = kind === 'i8' ? int8(N, K, seed++, backend) : (await rand([N, K], seed++, backend, kind)).t;
+    const w = kind === 'i8' ? (await randInt8(N, K, seed++, backend)).w : (await rand([N, K], seed++, backend, kind)).t;
     const b = await rand([N], seed++, backend);
     const r = await rand([M, N], seed++, backend);
     for (const bias of [b.t, null]) {
@@ -76,7 +61,7 @@ describe.runIf(gpu)('linear with a residual on WebGPU: kernel choice', () => {
     const g = gpu as WebGPUBackend;
     const [N, K] = [63, 64];
     const w = await rand([N, K], seed++, g, 'bf16');
-    const q = int8(N, K, seed++, g);
+    const q = (await randInt8(N, K, seed++, g)).w;
     for (const M of [1, 4]) {
       const x = await rand([M, K], seed++, g);
       const r = await rand([M, N], seed++, g);

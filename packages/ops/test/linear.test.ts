@@ -1,18 +1,12 @@
-import { type Backend, type DType, ShapeError, DTypeError, Rng, type Tensor, assertClose, tensor } from '@phalanx/core';
+import { type DType, ShapeError, DTypeError, Rng, assertClose, tensor } from '@phalanx/core';
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
+import { rand } from './helpers.js';
 import { linear, matmul } from '../src/index.js';
 import { type GemmTile, type GemvShape, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
 const { backends, gpu } = await testBackends();
-
-async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32'): Promise<{ t: Tensor; v: number[] }> {
-  const rng = new Rng(seed);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const t = tensor(Array.from({ length: n }, () => rng.normal()), shape, { dtype, backend });
-  return { t, v: Array.from(await t.data()) };
-}
 
 /** float64 reference: out[p, m, n] = sum_k a[p, m, k] * opb[p, k, n] (+ bias[n]). */
 function ref(a: number[], b: number[], batch: number, M: number, N: number, K: number, transB: boolean, bShared: boolean, bias?: number[]) {

@@ -1,19 +1,12 @@
-import { type Backend, type DType, DTypeError, Rng, ShapeError, type Tensor, assertClose, tensor } from '@phalanx/core';
+import { type DType, DTypeError, ShapeError, type Tensor, assertClose, tensor } from '@phalanx/core';
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { dispatches } from './dispatches.js';
+import { dispatches, rand, randInt8 } from './helpers.js';
 import { fusesSwigluLinear, linear, silu64, swiglu, swigluLinear } from '../src/index.js';
 import { type GemvShape, gemvProgram } from '../src/webgpu/linear.js';
 
 const { backends, gpu } = await testBackends();
-
-async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32', name?: string): Promise<{ t: Tensor; v: number[] }> {
-  const rng = new Rng(seed);
-  const n = shape.reduce((a, b) => a * b, 1);
-  const t = tensor(Array.from({ length: n }, () => rng.normal()), shape, { dtype, backend, name });
-  return { t, v: Array.from(await t.data()) };
-}
 
 /** float64 reference: silu(x gate^T) * (x up^T) for x [M, K], gate and up [N, K]. */
 function ref(x: number[], gate: number[], up: number[], M: number, N: number, K: number): number[] {
@@ -79,14 +72,7 @@ describe.each(backends)('swigluLinear on $name', (backend) => {
 
   it('int8 weights take the composition; leading dims are kept', async () => {
     const [N, K] = [33, 64];
-    const rng = new Rng(seed++);
-    const int8 = async (name: string) => {
-      const codes = Array.from({ length: N * K }, () => rng.int(256) - 128);
-      const s = tensor(Array.from({ length: N }, () => 0.01 + rng.uniform() * 0.05), [N], { backend, name: `${name}.scales` });
-      const sv = Array.from(await s.data());
-      return { w: { codes: tensor(new Int8Array(codes), [N, K], { backend, name }), scales: s }, v: codes.map((c, i) => c * sv[Math.floor(i / K)]!) };
-    };
-    const [g, u] = [await int8('gate'), await int8('up')];
+    const [g, u] = [await randInt8(N, K, seed++, backend, 'gate'), await randInt8(N, K, seed++, backend, 'up')];
     const x = await rand([1, 1, K], seed++, backend);
     const y = await swigluLinear(x.t, g.w, u.w);
     expect(y.shape).toEqual([1, 1, N]);

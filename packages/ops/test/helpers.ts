@@ -1,0 +1,27 @@
+import { type Backend, type DType, Rng, type Tensor, tensor } from '@phalanx/core';
+import type { Int8Weight } from '../src/index.js';
+import type { WebGPUBackend } from '@phalanx/webgpu';
+
+/** A seeded normal tensor on `backend` and its values as stored (after rounding to `dtype`). */
+export async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32', name?: string): Promise<{ t: Tensor; v: number[] }> {
+  const rng = new Rng(seed);
+  const n = shape.reduce((a, b) => a * b, 1);
+  const t = tensor(Array.from({ length: n }, () => rng.normal()), shape, { dtype, backend, name });
+  return { t, v: Array.from(await t.data()) };
+}
+
+/** Seeded int8 weights [N, K] (codes over the whole i8 range, one small f32 scale per row) and their dequantized values. */
+export async function randInt8(N: number, K: number, seed: number, backend: Backend, name = 'w'): Promise<{ w: Int8Weight; v: number[] }> {
+  const rng = new Rng(seed);
+  const codes = Array.from({ length: N * K }, () => rng.int(256) - 128);
+  const scales = tensor(Array.from({ length: N }, () => 0.01 + rng.uniform() * 0.05), [N], { backend, name: `${name}.scales` });
+  const sv = Array.from(await scales.data());
+  return { w: { codes: tensor(new Int8Array(codes), [N, K], { backend, name }), scales }, v: codes.map((c, i) => c * sv[Math.floor(i / K)]!) };
+}
+
+/** The kernels `f` dispatches on `g` and how many times each, sorted by name; f's result is disposed. */
+export async function dispatches(g: WebGPUBackend, f: () => Promise<Tensor>): Promise<[string, number][]> {
+  const p = g.profile();
+  (await f()).dispose();
+  return (await p.stop()).kernels.map((k) => [k.name, k.count] as [string, number]).sort();
+}
