@@ -31,7 +31,7 @@ import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights
 import { type Int8Weight, type LinearWeight, sample, weightMatrix } from '@phalanx/ops';
 import { appendKv, type KvCache } from '@phalanx/varlen-attention';
 import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
-import { copyKernel } from './device.js';
+import { memoryKernel } from './device.js';
 import { type CaseContext, type CaseSpec, type Row, defineCases, gpuMsOf, inputValues, median, timeCall } from './harness.js';
 
 /** Llama-3.2-1B's config.json (geometry, RoPE with llama3 scaling, tied embeddings). */
@@ -220,7 +220,7 @@ async function copyGBps(g: WebGPUBackend, bytes: number): Promise<number> {
   const n = bytes / 4;
   const x = await normal([n], 7, 1, 0, g);
   const y = empty([n], { backend: g });
-  const { prog, groups } = copyKernel(g, n);
+  const { prog, groups } = memoryKernel(g, n);
   const t = await timeCall(g, () => g.run(prog, [x], [y], { n4: n / 4 }, groups), { reps: 20 });
   x.dispose();
   y.dispose();

@@ -12,21 +12,26 @@ import { defineCases, disposeAll } from './harness.js';
 const PER_THREAD = 4;
 
 /**
- * The vec4 copy y = x of n f32 values (n a multiple of 16), each thread moving PER_THREAD vec4s: the copy
- * bandwidth every roofline here is measured against. Returns the program and its grid.
+ * A vec4 pass over n f32 values (n a multiple of 16), each thread moving `perThread` vec4s, each warp's
+ * accesses contiguous: the copy y = x that every roofline here is measured against, or, for the ops
+ * benchmarks, a read-only pass (it keeps one sum per invocation and writes it only if it is impossible, so
+ * nothing is written yet nothing is elided) or a write-only pass (the same dead branch keeps x bound).
+ * Returns the program and its grid.
  */
-export function copyKernel(g: WebGPUBackend, n: number) {
+export function memoryKernel(g: WebGPUBackend, n: number, kind: 'copy' | 'read' | 'write' = 'copy', perThread = PER_THREAD) {
+  const move = { copy: 'y[i] = x[i];', read: 'acc += x[i];', write: 'y[i] = vec4<f32>(f32(i));' }[kind];
+  const keepAlive = kind === 'copy' ? '' : '\n  if (acc.x == -12345.678) { y[lid.x] = acc + x[lid.x]; }';
   const prog = program({
-    name: 'copy4',
+    name: `${kind}4`,
     inputs: { x: 'f32' },
     outputs: { y: 'f32' },
     views: { x: 'vec4<f32>', y: 'vec4<f32>' },
     uniforms: { n4: 'u32' },
     workgroupSize: 256,
-    main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * PER_THREAD}u + lid.x;
-  for (var j = 0u; j < ${PER_THREAD}u; j++) { let i = base + j * 256u; if (i < u.n4) { y[i] = x[i]; } }`,
+    main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;${kind === 'copy' ? '' : '\n  var acc = vec4<f32>(0.0);'}
+  for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { ${move} } }${keepAlive}`,
   });
-  return { prog, groups: grid1d(n / 4 / PER_THREAD, 256, g.limits.maxComputeWorkgroupsPerDimension!) };
+  return { prog, groups: grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension!) };
 }
 
 export const cases = defineCases('device', [
@@ -48,7 +53,7 @@ export const cases = defineCases('device', [
       while (n > maxFloats) n /= 2;
       const x = randn([n], { seed: 1, backend: g });
       const y = randn([n], { seed: 2, backend: g });
-      const { prog, groups } = copyKernel(g, n);
+      const { prog, groups } = memoryKernel(g, n);
       return { run: () => g.run(prog, [x], [y], { n4: n / 4 }, groups), bytes: 8 * n, extra: { copyBytes: 4 * n }, dispose: () => disposeAll(x, y) };
     },
   },

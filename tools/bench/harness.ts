@@ -15,7 +15,7 @@
  * Median, min and max are over the samples. GFLOP/s and GB/s come from the median; the runner adds the ratio
  * to the device peaks it measured in the same run (`tools/bench/device.ts`).
  */
-import { type Backend, Rng, type Tensor, cpu, fallbackCounts, tensor } from '@phalanx/core';
+import { type Backend, Rng, type Tensor, compareClose, cpu, fallbackCounts, tensor } from '@phalanx/core';
 import { type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
 
 export type BackendName = 'cpu' | 'webgpu';
@@ -340,6 +340,21 @@ export async function gpuMsOf(g: WebGPUBackend, fn: () => Promise<unknown>): Pro
   const report = await profile.stop();
   if (failed) throw failed;
   return report.totalMs;
+}
+
+/** An [M, N] result at 256 random entries against their float64 values `ref(m, n)`: relative RMSE (NaN fails). */
+export function spotCheck(out: ArrayLike<number>, M: number, N: number, ref: (m: number, n: number) => number): { relRmse: number; ok: boolean } {
+  const rng = new Rng(7);
+  const want: number[] = [];
+  const got: number[] = [];
+  for (let s = 0; s < 256; s++) {
+    const m = rng.int(M);
+    const n = rng.int(N);
+    want.push(ref(m, n));
+    got.push(out[m * N + n]!);
+  }
+  const r = compareClose(want, got, { rtol: 1e-5 });
+  return { relRmse: r.relRmse, ok: r.ok };
 }
 
 /** The fallback counters' growth since `before` (a snapshot of fallbackCounts). */

@@ -5,9 +5,10 @@
  * Matmul and GEMV results are spot-checked: 256 random entries against float64 dot products on the host.
  * On the CPU backend the matmul and GEMV cases run the public `matmul` / `linear` ops.
  */
-import { type Backend, type DType, Rng, type Tensor, compareClose, randn, tensor } from '@phalanx/core';
+import { type Backend, type DType, Rng, type Tensor, randn, tensor } from '@phalanx/core';
 import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
-import { type CaseContext, type CaseSpec, type Timed, defineCases, disposeAll } from '../../../tools/bench/harness.js';
+import { memoryKernel } from '../../../tools/bench/device.js';
+import { type CaseContext, type CaseSpec, type Timed, defineCases, disposeAll, spotCheck } from '../../../tools/bench/harness.js';
 import { linear, matmul } from '../src/linear.js';
 import { type GemmTile, type GemvShape, DEFAULT_GEMV, DEFAULT_TILE, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
@@ -76,21 +77,13 @@ function gemvOf(ctx: CaseContext): GemvShape {
   return rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll } : DEFAULT_GEMV;
 }
 
-/** The kernel's result at 256 random entries against float64 dot products: relative RMSE (NaN fails). */
-function spotCheck(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayLike<number>, M: number, N: number, K: number, transB: boolean) {
-  const rng = new Rng(7);
-  const ref: number[] = [];
-  const got: number[] = [];
-  for (let s = 0; s < 256; s++) {
-    const m = rng.int(M);
-    const n = rng.int(N);
+/** The kernel's result at 256 random entries against float64 dot products (see spotCheck). */
+function checkProduct(a: ArrayLike<number>, b: ArrayLike<number>, out: ArrayLike<number>, M: number, N: number, K: number, transB: boolean) {
+  return spotCheck(out, M, N, (m, n) => {
     let acc = 0;
     for (let k = 0; k < K; k++) acc += a[m * K + k]! * b[transB ? n * K + k : k * N + n]!;
-    ref.push(acc);
-    got.push(out[m * N + n]!);
-  }
-  const r = compareClose(ref, got, { rtol: 1e-5 });
-  return { relRmse: r.relRmse, ok: r.ok };
+    return acc;
+  });
 }
 
 async function emptyPass(ctx: CaseContext): Promise<Timed> {
@@ -105,23 +98,7 @@ async function memoryCase(ctx: CaseContext, kind: Shape['kind'], n: number): Pro
   const perThread = Number(ctx.option('copy')) || 4;
   const x = randn([n], { seed: 1, backend: g });
   const y = randn([kind === 'read' ? 256 * 4 : n], { seed: 2, backend: g });
-  // each workgroup moves perThread x 256 vec4s, each warp's accesses contiguous; a read-only pass keeps one
-  // sum per invocation and writes it only if it is impossible (so nothing is written, yet nothing is elided);
-  // the same dead branch keeps x bound in the write-only pass
-  const move = { copy: 'y[i] = x[i];', read: 'acc += x[i];', write: 'y[i] = vec4<f32>(f32(i));' }[kind as 'copy' | 'read' | 'write'];
-  const prog = program({
-    name: `${kind}4`,
-    inputs: { x: 'f32' },
-    outputs: { y: 'f32' },
-    views: { x: 'vec4<f32>', y: 'vec4<f32>' },
-    uniforms: { n4: 'u32' },
-    workgroupSize: 256,
-    main: `  let base = (wid.x + wid.y * nwg.x) * ${256 * perThread}u + lid.x;
-  var acc = vec4<f32>(0.0);
-  for (var j = 0u; j < ${perThread}u; j++) { let i = base + j * 256u; if (i < u.n4) { ${move} } }
-  if (acc.x == -12345.678) { y[lid.x] = acc + x[lid.x]; }`,
-  });
-  const groups = grid1d(n / 4 / perThread, 256, g.limits.maxComputeWorkgroupsPerDimension!);
+  const { prog, groups } = memoryKernel(g, n, kind as 'copy' | 'read' | 'write', perThread);
   return { run: () => g.run(prog, [x], [y], { n4: n / 4 }, groups), bytes: (kind === 'copy' ? 2 : 1) * 4 * n, extra: { perThread }, dispose: () => disposeAll(x, y) };
 }
 
@@ -164,7 +141,7 @@ async function productCase(ctx: CaseContext, s: Shape): Promise<Timed> {
     bytes,
     extra: { kernelShape: shape },
     derive: (ms) => ({ TFLOPs: flops / ms / 1e9 }),
-    check: async () => spotCheck(await hostA.data(), await hostB.data(), await out!.data(), M, N, K, transB),
+    check: async () => checkProduct(await hostA.data(), await hostB.data(), await out!.data(), M, N, K, transB),
     dispose: () => disposeAll(a, b, out, hostA, hostB),
   };
 }
@@ -189,7 +166,7 @@ async function quantizedGemv(ctx: CaseContext, s: Shape): Promise<Timed> {
     flops: 2 * M * N * K,
     check: async () => {
       const dequant = Float32Array.from(codes, (q, i) => q * scales[Math.floor(i / K)]!);
-      return spotCheck(await hostX.data(), dequant, await y!.data(), M, N, K, true);
+      return checkProduct(await hostX.data(), dequant, await y!.data(), M, N, K, true);
     },
     dispose: () => disposeAll(x, w, sc, y, hostX),
   };
