@@ -1,7 +1,8 @@
 /**
  * Attention benchmark cases (component `varlen-attention`): the flash prefill kernel (causal and
  * sliding-window) and the decode kernels. Run by tools/bench:
- * `npx phalanx bench varlen-attention [--quick] [--case NAME]... [--rows 4|8]`. Each case is spot-checked
+ * `npx phalanx bench varlen-attention [--quick] [--case NAME]... [--rows 4|8] [--split 0|1]` (the
+ * split layout is used where it fits unless --split says otherwise). Each case is spot-checked
  * against float64 attention on the host. PyTorch counterpart: tools/reference/bench_attention.py.
  */
 import { Rng, type Tensor, compareClose, randn, runKernel } from '@phalanx/core';
@@ -68,6 +69,8 @@ async function prefill(ctx: CaseContext, c: Case): Promise<Timed> {
   const { T, Hq, Hkv, D } = c;
   const rows = Number(ctx.option('rows'));
   if (rows === 4 || rows === 8) DEFAULT_PREFILL_TILE.rows = rows;
+  const split = ctx.option('split');
+  if (split === '0' || split === '1') DEFAULT_PREFILL_TILE.split = split === '1';
   const g = ctx.backend;
   const cuSeqlens = Array.from({ length: Math.ceil(T / (c.docLen ?? T)) + 1 }, (_, n) => Math.min(T, n * (c.docLen ?? T)));
   const attrs: VarlenAttentionAttrs = { T, Hq, Hkv, D, scale: 1 / Math.sqrt(D), softcap: 0, hasGain: false, hasState: false, cuSeqlens, causal: true, window: c.window ?? Infinity };

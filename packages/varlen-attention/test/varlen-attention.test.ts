@@ -286,7 +286,7 @@ describe.skipIf(!gpu)('WebGPU prefill kernels', () => {
   });
 });
 
-describe.skipIf(!gpu)('WebGPU prefill: subgroup-max variant of the tiled kernel', () => {
+describe.skipIf(!gpu)('WebGPU prefill: subgroup-max and split variants of the tiled kernel', () => {
   const sgOk = gpu ? subgroupPrefillUsable(gpu) === true : false;
   const attrs = (D: number): VarlenAttentionAttrs => ({ T: 8, Hq: 2, Hkv: 1, D, scale: 1, softcap: 0, hasGain: false, hasState: false, cuSeqlens: [0, 8], causal: true, window: Infinity });
 
@@ -335,8 +335,8 @@ describe.skipIf(!gpu)('WebGPU prefill: subgroup-max variant of the tiled kernel'
     tile?: PrefillTile;
   }
 
-  /** Runs subgroupPrefillProgram directly (no routing) and compares with the float64 reference. */
-  async function checkVariant(c: Case) {
+  /** Runs `build` (subgroupPrefillProgram unless given) directly, no routing, and compares with the float64 reference. */
+  async function checkVariant(c: Case, build = subgroupPrefillProgram) {
     const { lengths, Hq, Hkv, D, causal = true, window = Infinity, softcap = 0, gain, stateKv = false, dtype } = c;
     const cu = offsets(lengths);
     const T = cu[cu.length - 1]!;
@@ -348,11 +348,12 @@ describe.skipIf(!gpu)('WebGPU prefill: subgroup-max variant of the tiled kernel'
     const inputs = [q!.t, k!.t, v!.t, ...extra];
     const bounds = tensor(keyBounds(a), [2 * T], { dtype: 'u32', backend: gpu });
     const out = empty([T, Hq, D], { backend: gpu });
-    const program = subgroupPrefillProgram(a, inputs, c.tile);
-    expect(program.code.startsWith('enable subgroups;')).toBe(true);
+    const program = build(a, inputs, c.tile);
+    expect(program.code.startsWith('enable subgroups;')).toBe(build === subgroupPrefillProgram);
     await gpu!.run(program, [...inputs, bounds], [out], { T, Hq, Hkv, scale, softcap }, [Math.ceil(T / BLOCK_Q), Hq, 1]);
     const ref = naive(q!.v, k!.v, v!.v, { T, Hq, Hkv, D, cu, causal, window, scale, softcap, gain, state: state && { k: state[0]!.v, v: state[1]!.v } });
     assertClose(ref, await out.data(), { rtol: 2e-6, name: JSON.stringify({ ...c, gain: !!gain }) });
+    return program;
   }
 
   it.runIf(sgOk).each([{ rows: 4 }, { rows: 8 }] as PrefillTile[])('rows $rows: packed documents, windows on and off tile edges, GQA, softcap', async (tile) => {
@@ -372,33 +373,53 @@ describe.skipIf(!gpu)('WebGPU prefill: subgroup-max variant of the tiled kernel'
     [6, 'f32'],
     [32, 'bf16'],
     [64, 'f16'],
-  ] as const)('head dim %i, %s inputs', (D, dtype) => checkVariant({ lengths: [5, 70, 66], Hq: 2, Hkv: 1, D, dtype }));
+  ] as const)('head dim %i, %s inputs', async (D, dtype) => {
+    await checkVariant({ lengths: [5, 70, 66], Hq: 2, Hkv: 1, D, dtype });
+  });
+
+  // head dims up to 32 fit the split layout in lavapipe's 32 KiB (64 needs 42.5 KiB)
+  const builds = [['tiled', prefillProgram] as const, ...(sgOk ? [['subgroup-max', subgroupPrefillProgram] as const] : [])];
+  it.each(builds.flatMap(([name, build]) => ([4, 8] as const).map((rows) => [name, rows, build] as const)))(
+    'split layout (%s, rows %i): packed documents, windows, GQA, softcap, qGain, state tokens, non-causal',
+    async (_name, rows, build) => {
+      const tile: PrefillTile = { rows, split: true };
+      expect((await checkVariant({ lengths: [1, 2, 63, 64, 65, 300], Hq: 2, Hkv: 1, D: 16, tile }, build)).code).toContain('var<workgroup> Vs');
+      await checkVariant({ lengths: [5, 31, 32, 33, 7, 100], Hq: 4, Hkv: 2, D: 32, window: 31, softcap: 2, scale: 0.2, tile }, build);
+      await checkVariant({ lengths: [200], Hq: 2, Hkv: 1, D: 32, window: 0, tile }, build);
+      await checkVariant({ lengths: [20, 45, 130], Hq: 2, Hkv: 1, D: 8, causal: false, window: 40, tile }, build);
+      await checkVariant({ lengths: [1, 50, 77], Hq: 4, Hkv: 2, D: 6, gain: [1.2, 0.4, 2, 1], stateKv: true, window: 9, dtype: 'bf16', tile }, build);
+    },
+  );
 });
 
 describe.skipIf(!gpu)('WebGPU prefill programs: NaN and infinities in keys and values', () => {
   const sgOk = gpu ? subgroupPrefillUsable(gpu) === true : false;
   type Build = (a: VarlenAttentionAttrs, inputs: Tensor[]) => Program;
-  const programs: [string, Build][] = [
-    ['tiled, rows 4', (a, inputs) => prefillProgram(a, inputs, { rows: 4 })],
-    ['tiled, rows 8', (a, inputs) => prefillProgram(a, inputs, { rows: 8 })],
+  // [name, program, head dim]: the split layout at 32 (what fits lavapipe's 32 KiB), the others at 64
+  const programs: [string, Build, number][] = [
+    ['tiled, rows 4', (a, inputs) => prefillProgram(a, inputs, { rows: 4 }), 64],
+    ['tiled, rows 8', (a, inputs) => prefillProgram(a, inputs, { rows: 8 }), 64],
+    ['tiled split, rows 4', (a, inputs) => prefillProgram(a, inputs, { rows: 4, split: true }), 32],
     ...(sgOk
       ? ([
-          ['subgroup-max, rows 4', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 4 })],
-          ['subgroup-max, rows 8', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 8 })],
-        ] as [string, Build][])
+          ['subgroup-max, rows 4', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 4 }), 64],
+          ['subgroup-max, rows 8', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 8 }), 64],
+          ['subgroup-max split, rows 4', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 4, split: true }), 32],
+          ['subgroup-max split, rows 8', (a, inputs) => subgroupPrefillProgram(a, inputs, { rows: 8, split: true }), 32],
+        ] as [string, Build, number][])
       : []),
-    ['one query per thread', rowPrefillProgram],
+    ['one query per thread', rowPrefillProgram, 64],
   ];
 
   // Each program run directly (no routing) against the CPU kernel on the same inputs: NaN and infinities in the
   // same output elements, the rest close. Documents of 40 and 50 tokens share the first query block and key tiles.
-  it.each(programs)('%s: non-finite outputs where the CPU kernel has them, and only there', async (_name, build) => {
-    const [Hq, Hkv, D] = [4, 2, 64];
+  it.each(programs)('%s: non-finite outputs where the CPU kernel has them, and only there', async (_name, build, D) => {
+    const [Hq, Hkv] = [4, 2];
     const cu = offsets([40, 50, 3, 100]);
     const T = cu[cu.length - 1]!;
     const cases: { poison: Poison; causal: boolean; window: number }[] = [
       { poison: { input: 'v', row: 45, head: 1, dim: 5, value: NaN }, causal: true, window: Infinity },
-      { poison: { input: 'v', row: 45, head: 0, dim: 63, value: Infinity }, causal: true, window: 8 },
+      { poison: { input: 'v', row: 45, head: 0, dim: D - 1, value: Infinity }, causal: true, window: 8 },
       { poison: { input: 'k', row: 45, head: 1, dim: 0, value: NaN }, causal: false, window: 20 },
       { poison: { input: 'k', row: 100, head: 0, dim: 7, value: NaN }, causal: true, window: Infinity },
     ];

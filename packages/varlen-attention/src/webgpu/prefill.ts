@@ -14,6 +14,12 @@ const BK = 32;
 /** Thread tile of the tiled kernel: each thread owns `rows` queries of the block, and 8 threads share them. */
 export interface PrefillTile {
   rows: 4 | 8;
+  /**
+   * Keys, values and probabilities in workgroup arrays of their own (`tiledBytes(D, rows, true)`, 42.5 KiB at D =
+   * 64) instead of one array shared by the key and value tiles (32 KiB): 2 barriers per key tile instead of 4 (the
+   * subgroup variant) or 3 instead of 5. Unset: split wherever the device's workgroup memory allows it.
+   */
+  split?: boolean;
 }
 
 /** 4 rows (128 threads) keeps registers low; 8 rows (64 threads) halves the workgroup-memory reads per FMA. */
@@ -21,11 +27,16 @@ export const DEFAULT_PREFILL_TILE: PrefillTile = { rows: 4 };
 
 const tileThreads = (tile: PrefillTile) => (8 * BLOCK_Q) / tile.rows;
 
-/** Workgroup memory of the tiled kernel for head dim D (Qs, KV and Ps below), in bytes. */
-export function tiledBytes(D: number): number {
+/** Workgroup memory of the tiled kernel for head dim D (Qs, KV and Ps below; Qs, Ks, Vs, Ps and Xs when split), in bytes. */
+export function tiledBytes(D: number, rows: PrefillTile['rows'] = DEFAULT_PREFILL_TILE.rows, split = false): number {
   const D4 = Math.ceil(D / 4);
-  return 16 * (BLOCK_Q * D4 + BK * 8 * Math.ceil(D4 / 8) + (BK * BLOCK_Q) / 4);
+  const DV4 = 8 * Math.ceil(D4 / 8);
+  const shared = BLOCK_Q * D4 + BK * DV4 + (BK * BLOCK_Q) / 4;
+  return 16 * (split ? shared + BK * D4 + exchangeSlots(tileThreads({ rows })) : shared);
 }
+
+/** vec4 slots of the split layout's exchange array Xs: 8 row-maxima (and final sum) slots per row group, then the value flags. */
+const exchangeSlots = (threads: number) => 8 * (BLOCK_Q / 4) + threads / 4;
 
 /**
  * FlashAttention-2 over packed documents, register-blocked like the matmul kernel. A workgroup takes
@@ -38,7 +49,8 @@ export function tiledBytes(D: number): number {
  *   Ps [32][64]   each thread's row maxima over its own keys (first 8 "keys": slot tx) and, in a masked
  *                 tile, each thread's non-finite value flag (after them), then the tile's probabilities,
  *                 k-major: one vec4 read gives 4 rows.
- * Per tile: S = Q K^T (4 x rows logits a thread, one vec4 dot per 4 dims); only tiles that cross some
+ * Per tile: S = Q K^T (4 x rows logits a thread, one vec4 fma per dim and row into the row's 4 keys: a dot per 4
+ * dims added to the logit would cost a fifth more instructions); only tiles that cross some
  * query's bounds are masked. A query's output depends only on the keys it sees (as in the CPU reference): a
  * NaN key or value it sees makes it NaN, one it does not see has no effect. Whole tiles need nothing for that
  * (every key is seen, so a NaN logit gives a NaN weight); masked tiles zero the masked weights by position
@@ -52,6 +64,10 @@ export function tiledBytes(D: number): number {
  * are loaded into registers while the current tile is computed. Only tiles between the block's first and
  * last key are visited. The optional state key is every row's first softmax entry (its weight counted once,
  * by tx = 0).
+ * With `tile.split` (chosen wherever the device has the workgroup memory), no array serves two purposes within a
+ * tile: keys in Ks, values in Vs, P in Ps, and the maxima slots, flags and final sums in Xs. The value tile is
+ * then staged as P is written, after the logits, and a tile needs a barrier after staging its keys and one after
+ * writing P: each array's next writer is behind a barrier that every reader of it has passed.
  */
 export function prefillProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile = DEFAULT_PREFILL_TILE): Program {
   return tiledProgram(a, inputs, tile, false);
@@ -88,7 +104,7 @@ export function subgroupPrefillUsable(backend: WebGPUBackend): true | string {
 function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile, subgroupMax: boolean): Program {
   const extra = inputs.slice(3);
   const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
-  return cached(`varlen:prefill:tiled:${q.dtype}:${k.dtype}:${v.dtype}:${scoreKey(a, extra)}:${tile.rows}${subgroupMax ? ':sg' : ''}`, () => {
+  return cached(`varlen:prefill:tiled:${q.dtype}:${k.dtype}:${v.dtype}:${scoreKey(a, extra)}:${tile.rows}${tile.split ? ':split' : ''}${subgroupMax ? ':sg' : ''}`, () => {
     const RT = tile.rows;
     const threads = tileThreads(tile);
     const D4 = Math.ceil(a.D / 4);
@@ -97,6 +113,7 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
     const SW = D4 % 8 === 0 ? 7 : 0; // the key swizzle needs whole groups of 8 columns
     const range = (n: number) => Array.from({ length: n }, (_, i) => i);
     const [TR, R, G, RG] = [range(RT), range(4), range(CG), range(RT / 4)]; // a thread's rows; 4 keys or rows; column groups; row groups
+    const XYZW = ['x', 'y', 'z', 'w'];
     const each = <X>(xs: X[], f: (x: X) => string, sep = '\n  ') => xs.map(f).join(sep);
     const accs = (f: (t: number, n: number) => string, sep = '\n  ') => TR.flatMap((t) => G.map((n) => f(t, n))).join(sep);
     // row t of a thread is component t % 4 of its row group t / 4 (m, l and the vec4s of Ps hold 4 rows)
@@ -114,12 +131,15 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
       );
     const regs = (name: string, total: number) => each(count(total), (e) => `var ${name}${e}: vec4<f32>;`, ' ');
     const fetchK = (start: string) => loads(BK * D4, (e) => `kr${e} = kvRow4(${start} + l / D4, kHi, l % D4, true);`);
-    const stashK = loads(BK * D4, (e) => `KV[(l / D4) * D4 + ((l % D4) ^ ((l / D4) & SW))] = kr${e};`);
+    // the split layout's arrays, or the shared one: keys and values in KV, maxima slots and flags in Ps (EX)
+    const split = tile.split === true;
+    const [KS, VS, EX] = split ? ['Ks', 'Vs', 'Xs'] : ['KV', 'KV', 'Ps'];
+    const stashK = loads(BK * D4, (e) => `${KS}[(l / D4) * D4 + ((l % D4) ^ ((l / D4) & SW))] = kr${e};`);
     // padding columns (DV4 > D4) are zeros; without padding the guard is dropped rather than left to the compiler
     const fetchV = loads(BK * DV4, (e) =>
       DV4 === D4 ? `vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false);` : `vr${e} = vec4<f32>(0.0); if (l % DV4 < D4) { vr${e} = kvRow4(j0 + l / DV4, kHi, l % DV4, false); }`,
     );
-    const stashV = loads(BK * DV4, (e) => `KV[l] = vr${e};`);
+    const stashV = loads(BK * DV4, (e) => `${VS}[l] = vr${e};`);
     // Non-finite values of a masked tile. P V multiplies a masked key's value by p = 0, and 0 * NaN (or 0 * Inf) is
     // NaN, so a tile whose masked keys may hold such a value takes a guarded P V. Thread (ty, tx) stages value
     // columns = tx (mod 8), exactly those the threads with its tx read (threads and DV4 are multiples of 8): each
@@ -130,12 +150,12 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
     const NS = threads / 8;
     const raiseFlag = `var bits = vec4<u32>(0u);
       ${each(count(BK * DV4), (e) => `bits = max(bits, bitcast<vec4<u32>>(vr${e}) & vec4<u32>(0x7fffffffu));`, '\n      ')}
-      Ps[FLAGS + tx * ${NS / 4}u + ty / 4u][ty % 4u] = select(0.0, 1.0, any(bits >= vec4<u32>(0x7f800000u)));`;
-    const readFlags = `guardV = any((${each(range(NS / 4), (k) => `Ps[FLAGS + tx * ${NS / 4}u + ${k}u]`, ' + ')}) > vec4<f32>(0.0));`;
+      ${EX}[FLAGS + tx * ${NS / 4}u + ty / 4u][ty % 4u] = select(0.0, 1.0, any(bits >= vec4<u32>(0x7f800000u)));`;
+    const readFlags = `guardV = any((${each(range(NS / 4), (k) => `${EX}[FLAGS + tx * ${NS / 4}u + ${k}u]`, ' + ')}) > vec4<f32>(0.0));`;
     // the key range each of a thread's rows sees, as a mask over its 4 keys tx + 8 c of the tile
     const keysSeen = (t: number) => `(j >= vec4<u32>(lo${t})) & (j <= vec4<u32>(hi${t}))`;
     // Ps holds one vec4 per (key, row group): row group g of thread ty is vec4 RT / 4 * ty + g of a key
-    const ps = (key: string, g: number) => `Ps[${key} * (BQ / 4u) + ${RT / 4}u * ty + ${g}u]`;
+    const ps = (key: string, g: number, array = 'Ps') => `${array}[${key} * (BQ / 4u) + ${RT / 4}u * ty + ${g}u]`;
     // x0..x{RT-1} (one vec4 per row, over keys tx + 8 c) into Ps
     const toPs = (x: string) => each(RG, (g) => each(R, (c) => `${ps(`(tx + ${8 * c}u)`, g)} = vec4<f32>(${each(R, (r) => `${x}${4 * g + r}[${c}]`, ', ')});`, '\n    '), '\n    ');
     // O += P V over the tile's keys; `guarded` (a masked tile with a non-finite value in the thread's columns) adds
@@ -144,7 +164,7 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
     const inRows = (key: string, g: number) => `(vec4<u32>(${key}) >= vec4<u32>(${each(R, (r) => `lo${4 * g + r}`, ', ')})) & (vec4<u32>(${key}) <= vec4<u32>(${each(R, (r) => `hi${4 * g + r}`, ', ')}))`;
     const pv = (guarded: boolean) => `for (var j = 0u; j < BK; j++) {
         ${each(RG, (g) => `let p${g} = ${ps('j', g)};`, '\n        ')}
-        ${each(G, (n) => `let v${n} = KV[j * DV4 + tx + ${8 * n}u];`, '\n        ')}
+        ${each(G, (n) => `let v${n} = ${VS}[j * DV4 + tx + ${8 * n}u];`, '\n        ')}
         ${guarded ? `${each(RG, (g) => `let seen${g} = ${inRows('j0 + j', g)};`, '\n        ')}\n        ` : ''}${accs(
           (t, n) => `acc${t}_${n} = fma(vec4<f32>(${of('p', t)}), ${guarded ? `select(vec4<f32>(0.0), v${n}, ${of('seen', t)})` : `v${n}`}, acc${t}_${n});`,
           '\n        ',
@@ -152,21 +172,26 @@ function tiledProgram(a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTi
       }`;
     const direct = a.D % 4 === 0 ? row4Views({ q: q.dtype, k: k.dtype, v: v.dtype }) : undefined;
     // each row's maximum over the tile, mNew = max(m, that): from the 8 threads' own maxima over their 4 keys each
-    // (exact, so the same m as reducing all 32 logits), exchanged through Ps or, with subgroupMax, by shuffles
+    // (exact, so the same m as reducing all 32 logits), exchanged through Ps (Xs when split) or, with subgroupMax,
+    // by shuffles
     const ownMax = (g: number) => `vec4<f32>(${each(R, (r) => `max(max(s${4 * g + r}[0], s${4 * g + r}[1]), max(s${4 * g + r}[2], s${4 * g + r}[3]))`, ', ')})`;
     const tileMax = subgroupMax
       ? `// the row's 8 threads are lanes 8 ty .. 8 ty + 7 of one subgroup: a butterfly over lane bits 0..2
     ${each(RG, (g) => `var mNew${g} = ${ownMax(g)};`, ' ')}
     ${each([1, 2, 4], (x) => each(RG, (g) => `mNew${g} = max(mNew${g}, subgroupShuffleXor(mNew${g}, ${x}u));`, ' '), '\n    ')}
     ${each(RG, (g) => `mNew${g} = max(mNew${g}, m${g});`, ' ')}`
-      : `${each(RG, (g) => `${ps('tx', g)} = ${ownMax(g)};`, '\n    ')}
+      : `${each(RG, (g) => `${ps('tx', g, EX)} = ${ownMax(g)};`, '\n    ')}
     workgroupBarrier();
-    // the key tile is consumed: the value tile takes its place
+    ${
+      split
+        ? ''
+        : `// the key tile is consumed: the value tile takes its place
     ${stashV}
-    if (masked) { ${readFlags} }
+    if (masked) { ${readFlags} }`
+    }
     ${each(RG, (g) => `var mNew${g} = m${g};`, ' ')}
     for (var t = 0u; t < 8u; t++) {
-      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('t', g)});`, '\n      ')}
+      ${each(RG, (g) => `mNew${g} = max(mNew${g}, ${ps('t', g, EX)});`, '\n      ')}
     }`;
     return program({
       name: 'varlenAttention',
@@ -182,12 +207,18 @@ const BQ: u32 = ${BLOCK_Q}u;
 const BK: u32 = ${BK}u;
 const DV4: u32 = ${DV4}u;
 const SW: u32 = ${SW}u;
-/** Where the non-finite value flags of a masked tile sit in Ps: from key 8 on. */
+/** Where the non-finite value flags of a masked tile sit in ${EX}: from key 8 on. */
 const FLAGS: u32 = 8u * (BQ / 4u);
 /** log2(e): the kernel keeps logits in log2 units so that the softmax exponentials are bare exp2 calls. */
 const LOG2E: f32 = 1.4426950408889634;
 var<workgroup> Qs: array<vec4<f32>, ${BLOCK_Q * D4}>;
-var<workgroup> KV: array<vec4<f32>, ${BK * DV4}>;
+${
+  split
+    ? `var<workgroup> Ks: array<vec4<f32>, ${BK * D4}>;
+var<workgroup> Vs: array<vec4<f32>, ${BK * DV4}>;
+var<workgroup> Xs: array<vec4<f32>, ${exchangeSlots(threads)}>;`
+    : `var<workgroup> KV: array<vec4<f32>, ${BK * DV4}>;`
+}
 var<workgroup> Ps: array<vec4<f32>, ${(BK * BLOCK_Q) / 4}>;
 var<private> kvHead: u32;
 /** Dims 4 d4 .. 4 d4 + 3 of key (or value) row j of the block's kv head; zeros from row \`end\` on. */
@@ -258,8 +289,9 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
     workgroupBarrier();
     ${each(TR, (t) => `var s${t} = vec4<f32>(0.0);`, ' ')}
     for (var d4 = 0u; d4 < D4; d4++) {
-      ${each(R, (c) => `let k${c} = KV[(tx + ${8 * c}u) * D4 + (d4 ^ (tx & SW))];`, '\n      ')}
-      ${each(TR, (t) => `let q${t} = Qs[(${RT}u * ty + ${t}u) * D4 + d4];\n      s${t} += vec4<f32>(dot(q${t}, k0), dot(q${t}, k1), dot(q${t}, k2), dot(q${t}, k3));`, '\n      ')}
+      ${each(R, (c) => `let k${c} = ${KS}[(tx + ${8 * c}u) * D4 + (d4 ^ (tx & SW))];`, '\n      ')}
+      ${each(XYZW, (x) => `let k${x} = vec4<f32>(k0.${x}, k1.${x}, k2.${x}, k3.${x});`, ' ')}
+      ${each(TR, (t) => `let q${t} = Qs[(${RT}u * ty + ${t}u) * D4 + d4];\n      ${each(XYZW, (x) => `s${t} = fma(vec4<f32>(q${t}.${x}), k${x}, s${t});`, ' ')}`, '\n      ')}
     }
     if (u.softcap > 0.0) {
       let cap = u.softcap * LOG2E; // the softcap in log2 units (see capped2)
@@ -283,7 +315,10 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
     ${each(RG, (g) => `l${g} = l${g} * alpha${g} + vec4<f32>(${each(R, (r) => `dot(p${4 * g + r}, vec4<f32>(1.0))`, ', ')});`, '\n    ')}
     ${accs((t, n) => `acc${t}_${n} *= ${of('alpha', t)};`, ' ')}
     ${
-      subgroupMax
+      split
+        ? `// every thread is past the last tile's P V (this tile's first barrier): the values and P take their places
+    ${stashV}`
+        : subgroupMax
         ? `// every thread has read the key tile: the value tile takes its place (Ps is free since the last tile's end)
     workgroupBarrier();
     if (masked) {
@@ -296,6 +331,7 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
     }
     ${toPs('p')}
     workgroupBarrier();
+    ${split ? `if (masked) { ${readFlags} }` : ''}
     if (j0 + BK < kHi) {
       ${fetchK('(j0 + BK)')}
     }
@@ -304,14 +340,14 @@ fn store4(base: u32, d4: u32, x: vec4<f32>) {
     } else {
       ${pv(false)}
     }
-    workgroupBarrier();
+    ${split ? '' : 'workgroupBarrier(); // the next tile overwrites the values and P'}
   }
-  // each row's sum over its 8 threads' keys
-  ${each(RG, (g) => `${ps('tx', g)} = l${g};`)}
+  // each row's sum over its 8 threads' keys (split: in the maxima slots, whose readers are past the last barrier)
+  ${each(RG, (g) => `${ps('tx', g, EX)} = l${g};`)}
   workgroupBarrier();
   ${each(RG, (g) => `var sum${g} = vec4<f32>(0.0);`, ' ')}
   for (var t = 0u; t < 8u; t++) {
-    ${each(RG, (g) => `sum${g} += ${ps('t', g)};`, '\n    ')}
+    ${each(RG, (g) => `sum${g} += ${ps('t', g, EX)};`, '\n    ')}
   }
   ${accs((t, n) => `if (i${t} < u.T) { store4((i${t} * u.Hq + h) * D, tx + ${8 * n}u, acc${t}_${n} / ${of('sum', t)}); }`)}`,
     });
@@ -438,12 +474,14 @@ var<workgroup> blockKeys: vec2<u32>;`,
 const grid = (a: VarlenAttentionAttrs): [number, number] => [Math.ceil(a.T / BLOCK_Q), a.Hq];
 
 /** The kernel function that runs a program of `build` over the query blocks and heads. */
-function prefillKernel(build: (a: VarlenAttentionAttrs, inputs: Tensor[]) => Program) {
+function prefillKernel(build: (a: VarlenAttentionAttrs, inputs: Tensor[], tile: PrefillTile) => Program) {
   return async (inputs: Tensor[], a: VarlenAttentionAttrs, backend: WebGPUBackend): Promise<Tensor> => {
     const out = empty([a.T, a.Hq, a.D], { backend });
     if (out.size === 0) return out;
+    const { rows, split } = DEFAULT_PREFILL_TILE;
+    const tile = { rows, split: split ?? tiledBytes(a.D, rows, true) <= backend.limits.maxComputeWorkgroupStorageSize! };
     const bounds = tensor(keyBounds(a), [2 * a.T], { dtype: 'u32', backend });
-    await backend.run(build(a, inputs), [...inputs, bounds], [out], { T: a.T, ...scoreUniforms(a) }, [...grid(a), 1]);
+    await backend.run(build(a, inputs, tile), [...inputs, bounds], [out], { T: a.T, ...scoreUniforms(a) }, [...grid(a), 1]);
     bounds.dispose();
     return out;
   };
@@ -453,7 +491,8 @@ function prefillKernel(build: (a: VarlenAttentionAttrs, inputs: Tensor[]) => Pro
 function tiledFits(a: VarlenAttentionAttrs, backend: WebGPUBackend): true | string {
   if (a.D > TILED_MAX_DIM) return `head dim ${a.D} > ${TILED_MAX_DIM}`;
   const limit = backend.limits.maxComputeWorkgroupStorageSize!;
-  return tiledBytes(a.D) <= limit ? kernelFits(a, grid(a), backend) : `needs ${tiledBytes(a.D)} bytes of workgroup memory; the device has ${limit}`;
+  const bytes = tiledBytes(a.D, DEFAULT_PREFILL_TILE.rows);
+  return bytes <= limit ? kernelFits(a, grid(a), backend) : `needs ${bytes} bytes of workgroup memory; the device has ${limit}`;
 }
 
 // Registered on import (listed under sideEffects): the subgroup variant of the tiled kernel is tried first, then
