@@ -14,7 +14,7 @@
  * const next = await attn.step(state, xt);                   // xt [B, 2048]: one token per sequence
  * state.dispose();                                           // step returns a new state
  */
-import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, scale, zeros } from '@phalanx/core';
+import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, zeros } from '@phalanx/core';
 import { type LinearWeight, linear, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
 import { DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, logDecay } from './decay.js';
 import { type MonoidScanOptions, monoidScan, monoidStep } from './index.js';
@@ -198,11 +198,9 @@ export class MonoidAttention {
     const [H, D] = [this.heads, this.headDim];
 
     // q: normed, then scaled by 1/sqrt(Dk) (spec 1.7: after the norm)
-    const qNormed = await this.headNorm(await s.keep(linear(x, w.qProj)), w.qNorm, s);
-    const q = await s.keep(scale(qNormed, D ** -0.5));
+    const q = await this.headNorm(await s.keep(linear(x, w.qProj)), w.qNorm, s, { scale: D ** -0.5 });
     // k: normed, then SiLU
-    const kNormed = await this.headNorm(await s.keep(linear(x, w.kProj)), w.kNorm, s);
-    const k = await s.keep(silu(kNormed));
+    const k = await this.headNorm(await s.keep(linear(x, w.kProj)), w.kNorm, s, { activation: 'silu' });
     const vFlat = await s.keep(linear(x, w.vProj));
     const v = await s.keep(vFlat.reshape([...lead, H, D]));
 
@@ -214,14 +212,20 @@ export class MonoidAttention {
     return { q, k, v, logDecay: logA };
   }
 
-  /** RMSNorm over each head's Dk values of p [...lead, H*Dk] -> [...lead, H, Dk], with a [Dk] weight or one [Dk] row of an [H*Dk] weight per head. */
-  private async headNorm(p: Tensor, weight: Tensor, s: Scratch): Promise<Tensor> {
+  /**
+   * RMSNorm over each head's Dk values of p [...lead, H*Dk] -> [...lead, H, Dk], with a [Dk] weight or one [Dk]
+   * row of an [H*Dk] weight per head, then times `scale` and through `activation`. With a [Dk] weight that is all
+   * one rmsNorm dispatch (decode wants few dispatches per token).
+   */
+  private async headNorm(p: Tensor, weight: Tensor, s: Scratch, post: { scale?: number; activation?: 'silu' }): Promise<Tensor> {
     const [H, D] = [this.heads, this.headDim];
     const heads = await s.keep(p.reshape([...p.shape.slice(0, -1), H, D]));
     const eps = this.rmsNormEps;
-    if (weight.shape[0] === D) return s.keep(rmsNorm(heads, weight, { eps }));
-    const normed = await s.keep(rmsNorm(heads, null, { eps }));
-    return s.keep(mul(normed, await s.keep(weight.reshape([H, D]))));
+    if (weight.shape[0] === D) return s.keep(rmsNorm(heads, weight, { eps, ...post }));
+    // the per-head weight is a mul after the norm: the scale commutes with it, so stays in the norm; the activation must follow it
+    const normed = await s.keep(rmsNorm(heads, null, { eps, scale: post.scale }));
+    const weighted = await s.keep(mul(normed, await s.keep(weight.reshape([H, D]))));
+    return post.activation ? s.keep(silu(weighted)) : weighted;
   }
 
   /** W_o over the heads' outputs o [...lead, H, Dk] -> [...lead, hidden] (o is disposed with the scratch). */

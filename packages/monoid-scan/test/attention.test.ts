@@ -1,9 +1,10 @@
 import { type Backend, ConfigError, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, cpu, tensor } from '@phalanx/core';
+import type { WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it, vi } from 'vitest';
 import { DECAY_VARIANTS, type DecayVariant, MonoidAttention, type MonoidAttentionWeights, detectDecayVariant, logDecay } from '../src/index.js';
 
-const { backends } = await testBackends();
+const { backends, gpu } = await testBackends();
 
 // Odd sizes, with H * D != HIDDEN so a swapped dim shows.
 const [HIDDEN, H, D] = [7, 3, 5];
@@ -161,6 +162,27 @@ describe.each(backends.map((b) => [b.name, b] as const))('logDecay on %s', (_nam
 });
 
 // ---- the layer ----
+
+// A decode step's dispatches: q's scale and k's SiLU run in their rmsNorm's dispatch. A per-head norm weight is a
+// mul after the norm, which k's SiLU must follow (q's scale stays in the norm).
+describe.runIf(gpu)('MonoidAttention.step on WebGPU: dispatches', () => {
+  const base = { matmul: 5, rmsNorm: 2, monoidLogDecay: 1, 'monoid-recurrent': 1 };
+  it.each([
+    ['shared', base],
+    ['per-head', { ...base, mul: 2, silu: 1 }],
+  ] as const)('%s norm weight', async (norm, expected) => {
+    const g = gpu as WebGPUBackend;
+    const decay = 'vector-logsigmoid';
+    const attn = new MonoidAttention(weightTensors(decay, hostWeights(decay, norm, 7), g), { heads: H, headDim: D, decay });
+    const state = await attn.initialState(2);
+    const x = tensor(values(2 * HIDDEN, 8), [2, HIDDEN], { backend: g });
+    const p = g.profile();
+    const next = await attn.step(state, x);
+    const kernels = Object.fromEntries((await p.stop()).kernels.map((k) => [k.name, k.count]));
+    for (const t of [state, x, next.output, next.state]) t.dispose();
+    expect(kernels).toEqual(expected);
+  });
+});
 
 const LAYER_CASES = backends.flatMap((backend) => DECAY_VARIANTS.flatMap((decay) => (['shared', 'per-head'] as const).map((norm) => [backend.name, decay, norm, backend] as const)));
 

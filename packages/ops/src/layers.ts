@@ -25,7 +25,14 @@ export interface RmsNormAttrs extends RowAttrs {
   weightOffset: number;
   /** Inputs are [x, weight] when true, [x] when false. */
   hasWeight: boolean;
+  /** Multiplies the output (after the weight); 1 for none. */
+  scale: number;
+  /** Applied last; null for none. */
+  activation: RmsNormActivation | null;
 }
+
+/** The activations rmsNorm can apply to its output. */
+export type RmsNormActivation = 'silu';
 
 export interface LayerNormAttrs extends RowAttrs {
   eps: number;
@@ -135,16 +142,19 @@ async function one(op: string, inputs: Tensor[], attrs: unknown): Promise<Tensor
 
 /**
  * RMSNorm over the last dim: x / sqrt(mean(x²) + eps) * (weight + weightOffset). A null weight is the
- * weightless form (no scale at all), so `weightOffset` then must stay 0.
+ * weightless form (no per-channel weight at all), so `weightOffset` then must stay 0. `scale` multiplies the
+ * result and `activation` (e.g. 'silu') is applied last: elementwise follow-ups done in the norm's dispatch.
  */
-export async function rmsNorm(x: Tensor, weight: Tensor | null, options: { eps?: number; weightOffset?: number } = {}): Promise<Tensor> {
-  const { eps = 1e-6, weightOffset = 0 } = options;
+export async function rmsNorm(x: Tensor, weight: Tensor | null, options: { eps?: number; weightOffset?: number; scale?: number; activation?: RmsNormActivation } = {}): Promise<Tensor> {
+  const { eps = 1e-6, weightOffset = 0, scale = 1, activation } = options;
   const row = rowAttrs('rmsNorm', x);
   checkChannel('rmsNorm', weight, 'weight', x, row.d);
   checkNumber('rmsNorm', 'eps', eps);
   checkNumber('rmsNorm', 'weightOffset', weightOffset);
-  if (!weight && weightOffset !== 0) throw new InputError(`rmsNorm: weightOffset ${weightOffset} needs a weight (a null weight means no scale)`);
-  const attrs: RmsNormAttrs = { ...row, eps, weightOffset, hasWeight: weight !== null };
+  checkNumber('rmsNorm', 'scale', scale);
+  if (!weight && weightOffset !== 0) throw new InputError(`rmsNorm: weightOffset ${weightOffset} needs a weight (a null weight is the weightless form)`);
+  if (activation !== undefined && activation !== 'silu') throw new InputError(`rmsNorm: unknown activation '${activation}'; expected 'silu' or none`);
+  const attrs: RmsNormAttrs = { ...row, eps, weightOffset, hasWeight: weight !== null, scale, activation: activation ?? null };
   return one('rmsNorm', weight ? [x, weight] : [x], attrs);
 }
 

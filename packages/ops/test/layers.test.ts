@@ -57,10 +57,14 @@ const HALVES: DType[] = ['f16', 'bf16'];
 
 describe.each(backends)('layers on $name', (backend) => {
   describe('rmsNorm', () => {
-    const ref = (v: number[], d: number, w?: number[], eps = 1e-6, offset = 0) =>
+    type Options = NonNullable<Parameters<typeof rmsNorm>[2]>;
+    const ref = (v: number[], d: number, w?: number[], { eps = 1e-6, weightOffset = 0, scale = 1, activation }: Options = {}) =>
       byRow(v, d, (row) => {
         const inv = 1 / Math.sqrt(mean(row.map((x) => x * x)) + eps);
-        return row.map((x, j) => x * inv * (w ? w[j]! + offset : 1));
+        return row.map((x, j) => {
+          const y = x * inv * (w ? w[j]! + weightOffset : 1) * scale;
+          return activation === 'silu' ? siluRef(y) : y;
+        });
       });
 
     it.each(SIZES)('d = %i: weightless, with a weight, with a weight offset', async (d) => {
@@ -71,7 +75,22 @@ describe.each(backends)('layers on $name', (backend) => {
       expect(plain.dtype).toBe('f32');
       assertClose(ref(x.v, d), await plain.data(), { name: 'weightless' });
       assertClose(ref(x.v, d, w.v), await (await rmsNorm(x.t, w.t)).data(), { name: 'weight' });
-      assertClose(ref(x.v, d, w.v, 1e-2, 1), await (await rmsNorm(x.t, w.t, { eps: 1e-2, weightOffset: 1 })).data(), { name: 'offset' });
+      assertClose(ref(x.v, d, w.v, { eps: 1e-2, weightOffset: 1 }), await (await rmsNorm(x.t, w.t, { eps: 1e-2, weightOffset: 1 })).data(), { name: 'offset' });
+    });
+
+    // the plain case first, then each variant: a shader cached without the variant in its key would give the plain result
+    it.each(SIZES)('d = %i: scale, SiLU and both, with and without a weight', async (d) => {
+      const x = await input([3, d], 20, backend, { scale: 2 });
+      const w = await input([d], 21, backend);
+      const cases: Options[] = [{}, { scale: 0.125 }, { activation: 'silu' }, { scale: -3, activation: 'silu', eps: 1e-3 }];
+      for (const options of cases) {
+        for (const weight of [null, w]) {
+          const out = await rmsNorm(x.t, weight?.t ?? null, options);
+          assertClose(ref(x.v, d, weight?.v, options), await out.data(), { name: `${JSON.stringify(options)} ${weight ? 'weight' : 'weightless'}` });
+        }
+      }
+      const options: Options = { weightOffset: 1, scale: 0.5, activation: 'silu' };
+      assertClose(ref(x.v, d, w.v, options), await (await rmsNorm(x.t, w.t, options)).data(), { name: 'offset, scale and SiLU' });
     });
 
     it.each(HALVES)('%s input and weight', async (dtype) => {
@@ -340,6 +359,10 @@ describe.each(backends)('layers on $name', (backend) => {
       await expect(softcap(f([3]), -2)).rejects.toThrow(InputError);
       await expect(gelu(f([3]), { approximate: 'fast' as 'tanh' })).rejects.toThrow(InputError);
       await expect(rmsNorm(f([3]), null, { weightOffset: 1 })).rejects.toThrow(/weightOffset 1 needs a weight/);
+      await expect(rmsNorm(f([3]), null, { scale: NaN })).rejects.toThrow(/rmsNorm: scale must be a finite number, got NaN/);
+      await expect(rmsNorm(f([3]), f([3]), { scale: Infinity })).rejects.toThrow(InputError);
+      await expect(rmsNorm(f([3]), null, { activation: 'gelu' as 'silu' })).rejects.toThrow(/rmsNorm: unknown activation 'gelu'/);
+      await expect(rmsNorm(f([3]), null, { activation: 'gelu' as 'silu' })).rejects.toThrow(InputError);
       await expect(xielu(f([3]), { ap: 1, an: NaN, bp: 0, bn: 0 })).rejects.toThrow(/xielu: an must be a finite number/);
     });
 

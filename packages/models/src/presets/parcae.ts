@@ -318,7 +318,7 @@ class ParcaeNetwork implements Network {
 
   /** s_l rms(x). */
   private async normed(l: number, x: Tensor, s: Scratch): Promise<Tensor> {
-    return s.keep(scale(await s.keep(rmsNorm(x, null, { eps: this.config.rmsNormEps })), this.kinds[l]!.lnScale));
+    return s.keep(rmsNorm(x, null, { eps: this.config.rmsNormEps, scale: this.kinds[l]!.lnScale }));
   }
 
   /** Attention of layer l on the block input xIn (3.4), out-projected, before attn_scale. */

@@ -33,11 +33,14 @@ function rows<A extends RowAttrs>(op: string, row: (values: Values[], base: numb
 }
 
 // Registered on import (the package lists its kernel files under sideEffects).
-rows<RmsNormAttrs>('rmsNorm', ([x, w], base, o, _r, { d, eps, weightOffset }) => {
+rows<RmsNormAttrs>('rmsNorm', ([x, w], base, o, _r, { d, eps, weightOffset, scale, activation }) => {
   let ss = 0;
   for (let j = 0; j < d; j++) ss += x![base + j]! ** 2;
-  const inv = 1 / Math.sqrt(ss / d + eps);
-  for (let j = 0; j < d; j++) o[base + j] = x![base + j]! * inv * (w ? w[j]! + weightOffset : 1);
+  const inv = scale / Math.sqrt(ss / d + eps);
+  for (let j = 0; j < d; j++) {
+    const y = x![base + j]! * inv * (w ? w[j]! + weightOffset : 1);
+    o[base + j] = activation === 'silu' ? silu64(y) : y;
+  }
 });
 rows<LayerNormAttrs>('layerNorm', ([x, ...rest], base, o, _r, { d, eps, hasWeight, hasBias }) => {
   const w = hasWeight ? rest[0] : undefined;

@@ -47,25 +47,35 @@ const MAX_AND_SUM = /* wgsl */ `
   ${EACH} { acc += exp(load_x(base + j) - m); }
   let s = reduce_sum(lid.x, acc);`;
 
+/** A part of a kernel spec: fixed, or made from the attrs. */
+type FromAttrs<A, T> = T | ((attrs: A) => T);
+
+const resolve = <A, T>(part: FromAttrs<A, T>, attrs: A): T => (typeof part === 'function' ? (part as (attrs: A) => T)(attrs) : part);
+
 interface KernelSpec<A> {
   /** Binding names of the inputs, in order (a norm binds only the weight and bias it was given). */
-  inputs: string[] | ((attrs: A) => string[]);
-  /** Uniforms besides the sizes, and their values from the attrs. */
-  uniforms?: Record<string, UniformType>;
+  inputs: FromAttrs<A, string[]>;
+  /** Uniforms besides the sizes, and their values from the attrs (values of uniforms not declared are ignored). */
+  uniforms?: FromAttrs<A, Record<string, UniformType>>;
   values?: (attrs: A) => Record<string, number>;
-  /** WGSL of the entry point after the bounds check; it writes `store_out`. The binding names fix its variant. */
-  body: string | ((attrs: A) => string);
+  /** WGSL functions besides the template's. */
+  helpers?: (attrs: A) => string;
+  /** WGSL of the entry point after the bounds check; it writes `store_out`. It may vary with the binding names and with what `variant` keys. */
+  body: FromAttrs<A, string>;
+  /** What else in the attrs changes the WGSL (uniforms, helpers or body), for the cache key. */
+  variant?: (attrs: A) => string;
 }
 
-/** The program for these bindings and dtypes, built once. */
+/** The program for these bindings, dtypes and variant, built once. */
 function build<A>(op: string, spec: KernelSpec<A>, attrs: A, inputs: Tensor[], sizes: Record<string, UniformType>, helpers: string, head: string): Program {
-  const names = typeof spec.inputs === 'function' ? spec.inputs(attrs) : spec.inputs;
+  const names = resolve(spec.inputs, attrs);
   let key = `ops:${op}:`;
   for (let i = 0; i < names.length; i++) key += `${names[i]}=${inputs[i]!.dtype},`;
+  key += spec.variant?.(attrs) ?? '';
   return cached(key, () => {
     const bindings = Object.fromEntries(names.map((name, i) => [name, inputs[i]!.dtype]));
-    const body = typeof spec.body === 'function' ? spec.body(attrs) : spec.body;
-    return program({ name: op, inputs: bindings, outputs: { out: 'f32' }, uniforms: { ...sizes, ...spec.uniforms }, workgroupSize: WG, helpers, main: `${head}\n${body}` });
+    const uniforms = { ...sizes, ...(spec.uniforms && resolve(spec.uniforms, attrs)) };
+    return program({ name: op, inputs: bindings, outputs: { out: 'f32' }, uniforms, workgroupSize: WG, helpers: helpers + (spec.helpers?.(attrs) ?? ''), main: `${head}\n${resolve(spec.body, attrs)}` });
   });
 }
 
@@ -101,15 +111,21 @@ function rows<A extends RowAttrs>(op: string, spec: KernelSpec<A>): void {
 }
 
 // Registered on import (the package lists its kernel files under sideEffects).
+// scale and activation add WGSL only when used, so the plain norm keeps its shader; the scale folds into inv, once per row
 rows<RmsNormAttrs>('rmsNorm', {
   inputs: (a) => (a.hasWeight ? ['x', 'w'] : ['x']),
-  uniforms: { eps: 'f32', weight_offset: 'f32' },
-  values: (a) => ({ eps: a.eps, weight_offset: a.weightOffset }),
-  body: (a) => `
+  uniforms: (a) => ({ eps: 'f32', weight_offset: 'f32', ...(a.scale !== 1 ? { scale: 'f32' } : {}) }),
+  values: (a) => ({ eps: a.eps, weight_offset: a.weightOffset, scale: a.scale }),
+  helpers: (a) => (a.activation ? ACTIVATIONS_WGSL : ''),
+  variant: (a) => `${a.scale !== 1 ? 'scale,' : ''}${a.activation ?? ''}`,
+  body: (a) => {
+    const y = `load_x(base + j) * inv${a.hasWeight ? ' * (load_w(j) + u.weight_offset)' : ''}`;
+    return `
 var acc = 0.0;
 ${EACH} { let v = load_x(base + j); acc += v * v; }
-let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps);
-${EACH} { store_out(base + j, load_x(base + j) * inv${a.hasWeight ? ' * (load_w(j) + u.weight_offset)' : ''}); }`,
+let inv = inverseSqrt(reduce_sum(lid.x, acc) / f32(u.d) + u.eps)${a.scale !== 1 ? ' * u.scale' : ''};
+${EACH} { store_out(base + j, ${a.activation === 'silu' ? `silu(${y})` : y}); }`;
+  },
 });
 rows<LayerNormAttrs>('layerNorm', {
   inputs: (a) => ['x', ...(a.hasWeight ? ['w'] : []), ...(a.hasBias ? ['b'] : [])],
