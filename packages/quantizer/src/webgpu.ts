@@ -36,14 +36,38 @@ export function packedChunk(bits: number): { words: number; codes: number } {
 /**
  * Shape of the GEMV workgroup. Aligned path: `rowsPerGroup` output rows per workgroup, each thread computing
  * `rowsPerThread` of them (so `rowsPerGroup / rowsPerThread * lanes` threads), `lanes` (a power of two)
- * threads sharing those rows, `unroll` groups per lane and row in each K-slice (a slice is lanes * unroll
- * groups). Unaligned path: `rowsPerGroup * lanes` threads, one row each, and `unroll` unused.
+ * threads sharing those rows, `unroll` units (groups, or 4 groups with `wide`) per lane and row in each
+ * K-slice (a slice is lanes * unroll units). Unaligned path: `rowsPerGroup * lanes` threads, one row each,
+ * and `unroll` unused.
  */
 export interface PackedGemvShape {
   rowsPerGroup: number;
   lanes: number;
   unroll: number;
   rowsPerThread?: number;
+  /**
+   * Aligned path, widths whose group is one word (2, 4 and 8 bits) and K a multiple of 4 groups (rows on
+   * 16-byte boundaries): each lane's unit is 4 consecutive groups loaded as one vec4<u32>, so a thread has
+   * 4 times the codes in flight per load. Untimed so far.
+   */
+  wide?: boolean;
+}
+
+/**
+ * The aligned GEMV's unit of work: `words` u32 words of `codes` codes, loaded `vec` words at a time (a group,
+ * word by word; with `shape.wide`, 4 one-word groups as one vec4<u32>).
+ */
+function gemvUnit(bits: number, shape: PackedGemvShape): { words: number; codes: number; vec: number } {
+  const { words, codes } = packedChunk(bits);
+  return shape.wide ? { words: 4, codes: 4 * codes, vec: 4 } : { words, codes, vec: 1 };
+}
+
+/** Why wide loads cannot read rows of K codes of `bits` bits, or undefined where they can. */
+function wideRefusal(bits: number, K: number): string | undefined {
+  const { words, codes } = packedChunk(bits);
+  if (words !== 1) return `wide loads need a one-word group (2, 4 or 8 bits), not ${bits} bits`;
+  if (K % (4 * codes) !== 0) return `wide loads need K a multiple of ${4 * codes} at ${bits} bits (rows on 16-byte boundaries), got ${K}`;
+  return undefined;
 }
 
 /** Workgroup memory of the aligned GEMV, in vec4 slots: WebGPU's guaranteed 16 KiB. */
@@ -51,9 +75,8 @@ const GEMV_SLOTS = 1024;
 
 /** The aligned GEMV's layout in workgroup memory for `rows` rows of x (see packedGemvProgram). */
 function gemvLayout(bits: number, rows: number, shape: PackedGemvShape) {
-  const { codes } = packedChunk(bits);
-  const Q = codes / 4; // vec4s of x per group
-  const S = Q > 1 ? Q + 1 : 1; // slots per group in workgroup memory: one of padding (no bank conflicts)
+  const Q = gemvUnit(bits, shape).codes / 4; // vec4s of x per unit
+  const S = Q > 1 ? Q + 1 : 1; // slots per unit in workgroup memory: one of padding (no bank conflicts)
   const R = shape.rowsPerThread ?? 1;
   const threads = (shape.rowsPerGroup / R) * shape.lanes;
   const xSlots = shape.lanes * shape.unroll * S; // per row of x
@@ -150,43 +173,47 @@ function groupCodes4(word: (t: number) => string, i0: number, bits: number): str
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /**
- * y[m, n] = dot(x[m, :], codes[n, :]) * scale[n] + bias[n] for a few rows m, streaming the packed W once.
+ * y[m, n] = dot(x[m, :], codes[n, :]) * scale[n] + bias[n] for a few rows m (K codes each), streaming the
+ * packed W once.
  *  - aligned (K a multiple of `packedChunk(bits).codes`): the workgroup walks K in slices of lanes * unroll
- *    groups. Per slice it stages x (every row m) in workgroup memory, where each group's vec4s sit one slot
- *    apart from the next group's (a padding slot; no bank conflicts when lanes read consecutive groups), while
- *    each thread holds the words of the slice for its `rowsPerThread` rows in registers; both the words and
- *    x are loaded into registers one slice ahead (lane l reads group l + j * lanes, so a warp's loads are
- *    contiguous). Each x vec4 read from
- *    workgroup memory then serves rowsPerThread rows, and each x element is read from global memory once per
- *    workgroup. Codes are cut out with constant shifts; the last slice may run past the row (its groups are
- *    clamped into the row and meet x = 0), and rows past N are clamped and not stored. Lanes' partial sums
- *    are added in workgroup memory.
+ *    units (`gemvUnit`). Per slice it stages x (every row m) in workgroup memory, where each unit's vec4s sit
+ *    one slot apart from the next unit's (a padding slot; no bank conflicts when lanes read consecutive units),
+ *    while each thread holds the words of the slice for its `rowsPerThread` rows in registers; both the words
+ *    and x are loaded into registers one slice ahead (lane l reads unit l + j * lanes, so a warp's loads are
+ *    contiguous). Each x vec4 read from workgroup memory then serves rowsPerThread rows, and each x element
+ *    is read from global memory once per workgroup. Codes are cut out with constant shifts; the last slice
+ *    may run past the row (its units are clamped into the row and meet x = 0), and rows past N are clamped
+ *    and not stored. Lanes' partial sums are added in workgroup memory.
  *  - otherwise rows start anywhere in a word: each lane takes every `lanes`-th code of its row through
  *    `code(p)`, and the width is a uniform (one shader for every width).
  */
-export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, aligned: boolean, shape: PackedGemvShape): Program {
-  const { rowsPerGroup, lanes, unroll } = shape;
+export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, K: number, shape: PackedGemvShape): Program {
+  const { rowsPerGroup, lanes, unroll, wide } = shape;
   if (!(lanes > 0 && (lanes & (lanes - 1)) === 0)) throw new InputError(`packed GEMV: lanes must be a power of two, got ${lanes}`);
-  if (!aligned) return unalignedGemvProgram(xDType, post, rows, shape);
+  const refusal = wide ? wideRefusal(bits, K) : undefined;
+  if (refusal) throw new InputError(`packed GEMV: ${refusal}`);
+  if (!alignedRows(K, bits)) return unalignedGemvProgram(xDType, post, rows, shape);
   const L = gemvLayout(bits, rows, shape);
   const { Q, S, R, threads, xSlots, mPass, slots } = L;
+  const name = `${rowsPerGroup}x${lanes}x${unroll}x${R}${wide ? 'w' : ''}`;
   if (!(Number.isInteger(rowsPerGroup / R) && rowsPerGroup >= R && unroll >= 1 && Number.isInteger(unroll))) {
     throw new InputError(`packed GEMV: ${rowsPerGroup} rows per workgroup, ${R} per thread, unroll ${unroll}`);
   }
-  if (slots > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${rowsPerGroup}x${lanes}x${unroll}x${R} needs ${slots * 16} bytes of workgroup memory for ${rows} rows`);
+  if (slots > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${name} needs ${slots * 16} bytes of workgroup memory for ${rows} rows`);
   const ep = epilogue(post);
-  return cached(`quantizer:gemv:${xDType}:${ep.key}:${bits}:${rows}:aligned:${rowsPerGroup}x${lanes}x${unroll}x${R}`, () => {
-    const { words: G, codes: P } = packedChunk(bits);
+  return cached(`quantizer:gemv:${xDType}:${ep.key}:${bits}:${rows}:aligned:${name}`, () => {
+    const { words: G, codes: P, vec: V } = gemvUnit(bits, shape);
     const XV = lanes * unroll * Q; // vec4s of x per slice and row of x
     const LU = lanes * unroll;
     const RQ = Math.ceil(R / 4);
-    const [Rr, Ur, Gr, Mr, Qr] = [range(R), range(unroll), range(G), range(rows), range(Q)];
+    const [Rr, Ur, Tr, Mr, Qr] = [range(R), range(unroll), range(G / V), range(rows), range(Q)];
     const vecX = xDType === 'f32';
-    const word = (p: string, r: number, j: number) => (t: number) => `${p}${r}_${j}_${t}`;
-    // the words of the slice starting at group `g` for every row and unrolled group, into `p`-named registers
+    // register t of a unit holds words tV..tV+V-1 (components of a vec4<u32> when V = 4)
+    const word = (p: string, r: number, j: number) => (t: number) => `${p}${r}_${j}_${Math.floor(t / V)}${V > 1 ? `.${'xyzw'[t % V]}` : ''}`;
+    // the words of the slice starting at unit `g` for every row and unrolled unit, into `p`-named registers
     const loads = (p: string, g: string, decl: string) =>
       Ur.map((j) => `let g${p}${j} = min(${g} + ${j * lanes}u + lane, cl);`)
-        .concat(Rr.flatMap((r) => Ur.map((j) => Gr.map((t) => `${decl}${p}${r}_${j}_${t} = codes[(rs${r} + g${p}${j})${G > 1 ? ` * ${G}u + ${t}u` : ''}];`).join(' '))))
+        .concat(Rr.flatMap((r) => Ur.map((j) => Tr.map((t) => `${decl}${p}${r}_${j}_${t} = codes[(rs${r} + g${p}${j})${Tr.length > 1 ? ` * ${Tr.length}u + ${t}u` : ''}];`).join(' '))))
         .join('\n    ');
     const x4 = (m: string, k4: string) =>
       vecX ? `x[${m} * K4 + ${k4}]` : `vec4<f32>(load_x(${m} * u.K + ${k4} * 4u), load_x(${m} * u.K + ${k4} * 4u + 1u), load_x(${m} * u.K + ${k4} * 4u + 2u), load_x(${m} * u.K + ${k4} * 4u + 3u))`;
@@ -201,7 +228,7 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
       ).join('\n      ')}
     }`,
     ).join('\n    ');
-    // x of the slice at group `g`: element e = lid.x + i * threads of [rows][XV], into registers `p`0.. (0 past K)
+    // x of the slice at unit `g`: element e = lid.x + i * threads of [rows][XV], into registers `p`0.. (0 past K)
     const total = rows * XV;
     const E = range(Math.ceil(total / threads));
     const guard = (i: number) => ((i + 1) * threads <= total ? '' : ` && lid.x + ${i * threads}u < ${total}u`);
@@ -228,7 +255,7 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
     ${compute}
     workgroupBarrier();
     if (g1 >= C) { break; }
-    ${Rr.flatMap((r) => Ur.flatMap((j) => Gr.map((t) => `w${r}_${j}_${t} = n${r}_${j}_${t};`))).join(' ')}
+    ${Rr.flatMap((r) => Ur.flatMap((j) => Tr.map((t) => `w${r}_${j}_${t} = n${r}_${j}_${t};`))).join(' ')}
     ${E.map((i) => `xr${i} = xn${i};`).join(' ')}
     g0 = g1;
   }`;
@@ -258,7 +285,7 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
       name: 'packedLinear',
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
       outputs: { out: 'f32' },
-      views: { codes: 'u32', ...(vecX ? { x: 'vec4<f32>' } : {}) },
+      views: { codes: V > 1 ? 'vec4<u32>' : 'u32', ...(vecX ? { x: 'vec4<f32>' } : {}) },
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
       helpers: `var<workgroup> sh: array<vec4<f32>, ${slots}>;`,
@@ -403,10 +430,11 @@ export async function runPackedLinear(backend: WebGPUBackend, inputs: Tensor[], 
   const { M, N, K, bits } = attrs;
   const post: PackedEpilogue = { scales: scales.dtype, bias: attrs.hasBias ? bias!.dtype : undefined };
   if (M <= PACKED_GEMV_MAX_ROWS) {
-    const aligned = alignedRows(K, bits);
-    // a shape to try applies to the aligned path (the benchmark's shapes); the other keeps its default
-    const shape = (aligned && shapes.gemv) || defaultPackedGemv(bits, K, M, N);
-    const prog = packedGemvProgram(x.dtype, post, bits, M, aligned, shape);
+    const tried = alignedRows(K, bits) && shapes.gemv;
+    // a shape to try applies to the aligned path (the benchmark's shapes), without its wide loads where they
+    // cannot read these rows (one --packed-gemv for every width); the other path keeps its default
+    const shape = (tried && (tried.wide && wideRefusal(bits, K) ? { ...tried, wide: false } : tried)) || defaultPackedGemv(bits, K, M, N);
+    const prog = packedGemvProgram(x.dtype, post, bits, M, K, shape);
     await backend.run(prog, inputs, [out], { N, K, bits }, grid1d(N, shape.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return;
   }

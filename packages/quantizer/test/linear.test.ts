@@ -1,10 +1,10 @@
-import { type Backend, DTypeError, Rng, ShapeError, type Tensor, assertClose, empty, randn, tensor } from '@phalanx/core';
+import { type Backend, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, empty, randn, tensor } from '@phalanx/core';
 import { linear } from '@phalanx/ops';
 import { WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
 import { type QuantizedTensor, codeLayout, dequantize, packQuantized, quantize, quantizedLinear, quantizedTo } from '../src/index.js';
-import { defaultPackedGemv, packedChunk, runPackedLinear } from '../src/webgpu.js';
+import { type PackedGemvShape, defaultPackedGemv, packedChunk, packedGemvProgram, runPackedLinear } from '../src/webgpu.js';
 
 const { backends } = await testBackends();
 
@@ -34,6 +34,20 @@ async function checkPacked(backend: Backend, q: QuantizedTensor, x: Tensor, bias
   const ref = await linear(x, await dequantize(q), bias);
   expect(y.shape).toEqual(ref.shape);
   assertClose(await ref.data(), await y.data(), { rtol: 1e-5, name: `${q.bits}-bit [${q.shape}] x [${x.shape}]` });
+}
+
+/** runPackedLinear with GEMV shape `gemv` (as the benchmark's --packed-gemv passes it) against the float64 reference, 29 output rows. */
+async function checkGemvShape(backend: WebGPUBackend, gemv: PackedGemvShape, M: number, bits: number, K: number) {
+  const N = 29;
+  const q = randomQuantized(N, K, bits, N);
+  const packed = await quantizedTo(q, backend, { layout: 'packed' });
+  const x = randn([M, K], { seed: M });
+  const bias = randn([N], { seed: 2 });
+  const out = empty([M, N], { backend });
+  const attrs = { M, N, K, bits, hasBias: true, outShape: [M, N] };
+  await runPackedLinear(backend, [await x.to(backend), packed.codes, packed.scales, await bias.to(backend)], out, attrs, { gemv });
+  const ref = await linear(x, await dequantize(q), bias);
+  assertClose(await ref.data(), await out.data(), { rtol: 1e-5, name: `${bits}-bit K = ${K} ${JSON.stringify(gemv)}` });
 }
 
 describe.each(backends)('quantizedLinear on $name', (backend) => {
@@ -80,17 +94,30 @@ describe.each(backends)('quantizedLinear on $name', (backend) => {
     [{ rowsPerGroup: 6, lanes: 4, unroll: 2, rowsPerThread: 6 }, 1, 8],
   ])('aligned GEMV with shape %o (M = %i, %i bits)', async (gemv, M, bits) => {
     if (!(backend instanceof WebGPUBackend)) return;
-    const N = 29;
-    const K = packedChunk(bits).codes * 45;
-    const q = randomQuantized(N, K, bits, N);
-    const packed = await quantizedTo(q, backend, { layout: 'packed' });
-    const x = randn([M, K], { seed: M });
-    const bias = randn([N], { seed: 2 });
-    const out = empty([M, N], { backend });
-    const attrs = { M, N, K, bits, hasBias: true, outShape: [M, N] };
-    await runPackedLinear(backend, [await x.to(backend), packed.codes, packed.scales, await bias.to(backend)], out, attrs, { gemv });
-    const ref = await linear(x, await dequantize(q), bias);
-    assertClose(await ref.data(), await out.data(), { rtol: 1e-5, name: `${bits}-bit ${JSON.stringify(gemv)}` });
+    await checkGemvShape(backend, gemv, M, bits, packedChunk(bits).codes * 45);
+  });
+
+  // wide loads (--packed-gemv ...w): two full slices of lanes * unroll units of 4 groups, then 3 units; 29
+  // rows, so the last workgroup has rows past N. Shapes cheap to compile (a 2-bit unroll 2 took 14 s uncached on lavapipe).
+  it.each([
+    [{ rowsPerGroup: 32, lanes: 16, unroll: 1, rowsPerThread: 4, wide: true }, 1, 2],
+    [{ rowsPerGroup: 16, lanes: 16, unroll: 1, rowsPerThread: 1, wide: true }, 2, 2],
+    [{ rowsPerGroup: 16, lanes: 64, unroll: 1, rowsPerThread: 4, wide: true }, 1, 4],
+    [{ rowsPerGroup: 8, lanes: 16, unroll: 2, rowsPerThread: 1, wide: true }, 2, 4],
+    [{ rowsPerGroup: 8, lanes: 32, unroll: 2, rowsPerThread: 4, wide: true }, 1, 8],
+    [{ rowsPerGroup: 6, lanes: 16, unroll: 1, rowsPerThread: 1, wide: true }, 3, 8],
+  ])('aligned GEMV with wide shape %o (M = %i, %i bits)', async (gemv, M, bits) => {
+    if (!(backend instanceof WebGPUBackend)) return;
+    await checkGemvShape(backend, gemv, M, bits, 4 * packedChunk(bits).codes * (2 * gemv.lanes * gemv.unroll + 3));
+  });
+
+  // the same --packed-gemv serves every width: a wide shape runs without its wide loads where they cannot apply
+  it.each([
+    [{ rowsPerGroup: 8, lanes: 16, unroll: 3, rowsPerThread: 2, wide: true }, 2, 6, 16 * 45],
+    [{ rowsPerGroup: 32, lanes: 32, unroll: 2, rowsPerThread: 8, wide: true }, 1, 4, 8 * 45],
+  ])('a wide shape %o where it cannot apply runs narrow (M = %i, %i bits, K = %i)', async (gemv, M, bits, K) => {
+    if (!(backend instanceof WebGPUBackend)) return;
+    await checkGemvShape(backend, gemv, M, bits, K);
   });
 
   // Each row count is another shader to compile, which takes seconds on lavapipe: one width, both GEMV paths.
@@ -116,6 +143,31 @@ describe.each(backends)('quantizedLinear on $name', (backend) => {
     await expect(quantizedLinear(x, { ...q, scales: randn([4], { seed: 1, backend }) }, null)).rejects.toThrow(/scales/);
     await expect(quantizedLinear(x, q, randn([6], { seed: 1, backend }))).rejects.toThrow(/bias/);
     await expect(quantizedLinear(tensor(Int32Array.from({ length: 24 }, () => 1), [2, 12], { backend }), q, null)).rejects.toThrow(DTypeError);
+  });
+});
+
+describe('aligned GEMV shapes', () => {
+  const post = { scales: 'f16' } as const;
+  const wide: PackedGemvShape = { rowsPerGroup: 16, lanes: 64, unroll: 1, rowsPerThread: 4, wide: true };
+  const refuses = (f: () => unknown, message: RegExp) => {
+    expect(f).toThrow(InputError);
+    expect(f).toThrow(message);
+  };
+
+  it('refuses wide loads for groups of several words and for rows off 16-byte boundaries', () => {
+    refuses(() => packedGemvProgram('f32', post, 6, 1, 16 * 64, wide), /one-word group \(2, 4 or 8 bits\), not 6 bits/);
+    refuses(() => packedGemvProgram('f32', post, 3, 1, 32 * 64, wide), /not 3 bits/);
+    refuses(() => packedGemvProgram('f32', post, 4, 1, 8 * 45, wide), /K a multiple of 32 at 4 bits .*got 360/);
+    refuses(() => packedGemvProgram('f32', post, 8, 1, 100, wide), /K a multiple of 16 at 8 bits .*got 100/);
+    refuses(() => packedGemvProgram('f32', post, 2, 1, 16 * 6, wide), /K a multiple of 64 at 2 bits .*got 96/);
+  });
+
+  it('refuses shapes that need more than 16 KiB of workgroup memory', () => {
+    // 2-bit wide units are 16 vec4s of x, 17 slots with the padding: 64 lanes need 17 KiB
+    refuses(() => packedGemvProgram('f32', post, 2, 1, 64 * 64, wide), /16x64x1x4w needs 17408 bytes of workgroup memory for 1 rows/);
+    refuses(() => packedGemvProgram('f32', post, 8, 4, 16 * 64, { ...wide, lanes: 32, unroll: 2 }), /16x32x2x4w needs 20480 bytes of workgroup memory for 4 rows/);
+    refuses(() => packedGemvProgram('f32', post, 4, 1, 8 * 1024, { rowsPerGroup: 16, lanes: 64, unroll: 8, rowsPerThread: 4 }), /16x64x8x4 needs 24576 bytes/);
+    expect(packedGemvProgram('f32', post, 2, 1, 64 * 64, { ...wide, lanes: 32 }).code).toContain('var<workgroup> sh: array<vec4<f32>, 544>;');
   });
 });
 
