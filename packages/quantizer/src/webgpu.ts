@@ -86,26 +86,28 @@ function gemvLayout(bits: number, rows: number, shape: PackedGemvShape) {
 }
 
 /**
- * The GEMV's shape for `rows` rows of x and N output rows. Aligned rows: 64 lanes (fewer for short rows), 16
- * codes per lane and row in a slice at 2, 4 and 8 bits (one group at 3, 5, 6 and 7 bits), 4 output rows per
- * thread for one row of x (2 for two, else 1), 256 threads, or fewer where N would give under 512 workgroups;
- * the x slice is made smaller if it would not fit 16 KiB. No other shape tried on an H200 was more than 1%
- * faster at 16384 x 8192 (docs/packages/quantizer.md). Other K: 4 to 32 lanes per output row by row length,
- * 256 threads.
+ * The GEMV's shape for `rows` rows of x and N output rows. Aligned rows: at 2, 4 and 8 bits with rows on
+ * 16-byte boundaries, wide loads (one vec4 of codes per lane and row in a slice) over 32 lanes, which an H200
+ * ran 7-9% faster than the narrow shapes at 16384 x 8192; otherwise 64 lanes and 16 codes per lane and row in a
+ * slice (one group at 3, 5, 6 and 7 bits); fewer lanes for short rows. 4 output rows per thread for one row of
+ * x (2 for two, else 1), 256 threads, or fewer where N would give under 512 workgroups; the x slice is made
+ * smaller if it would not fit 16 KiB (docs/packages/quantizer.md). Other K: 4 to 32 lanes per output row by
+ * row length, 256 threads.
  */
 export function defaultPackedGemv(bits: number, K: number, rows = 1, N = Infinity): PackedGemvShape {
   if (!alignedRows(K, bits)) {
     const lanes = 2 ** Math.min(5, Math.max(2, Math.floor(Math.log2(Math.max(1, K)))));
     return { rowsPerGroup: 256 / lanes, lanes, unroll: 1 };
   }
-  const { words, codes } = packedChunk(bits);
+  const wide = wideRefusal(bits, K) === undefined;
+  const { words, codes } = gemvUnit(bits, { rowsPerGroup: 1, lanes: 1, unroll: 1, wide });
   const C = K / codes;
-  let unroll = Math.min(C, words === 1 ? Math.max(1, 16 / codes) : 1);
-  let lanes = 2 ** Math.min(6, Math.floor(Math.log2(Math.max(1, C / unroll))));
+  let unroll = wide ? 1 : Math.min(C, words === 1 ? Math.max(1, 16 / codes) : 1);
+  let lanes = 2 ** Math.min(wide ? 5 : 6, Math.floor(Math.log2(Math.max(1, C / unroll))));
   const rowsPerThread = rows === 1 ? 4 : rows === 2 ? 2 : 1;
   let blocks = 256 / lanes; // threads sharing no row
   while (blocks > 1 && N / (blocks * rowsPerThread) < 512) blocks /= 2;
-  const shape = () => ({ rowsPerGroup: blocks * rowsPerThread, lanes, unroll, rowsPerThread });
+  const shape = () => ({ rowsPerGroup: blocks * rowsPerThread, lanes, unroll, rowsPerThread, ...(wide ? { wide } : {}) });
   while (gemvLayout(bits, rows, shape()).slots > GEMV_SLOTS && unroll > 1) unroll--;
   while (gemvLayout(bits, rows, shape()).slots > GEMV_SLOTS && lanes > 1) lanes /= 2;
   return shape();

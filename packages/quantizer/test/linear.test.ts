@@ -78,11 +78,21 @@ describe.each(backends)('quantizedLinear on $name', (backend) => {
     });
 
     it('aligned GEMV over several K-slices, the last one partial, and rows past N in the last workgroup', async () => {
-      const { codes } = packedChunk(bits);
-      const K = codes * (64 * defaultPackedGemv(bits, 64 * 16 * codes).unroll * 2 + 5); // two full slices of 64 lanes, then 5 groups
+      const { words, codes } = packedChunk(bits);
+      const unroll = words === 1 ? Math.max(1, 16 / codes) : 1; // the narrow shape's groups per lane and slice
+      const K = codes * (64 * unroll * 2 + 5); // two full slices of 64 lanes, then 5 groups: rows not on 16-byte boundaries
       const shape = defaultPackedGemv(bits, K);
-      expect([shape.lanes, shape.rowsPerThread]).toEqual([64, 4]);
+      expect([shape.lanes, shape.unroll, shape.rowsPerThread, shape.wide]).toEqual([64, unroll, 4, undefined]);
       await checkPacked(backend, randomQuantized(37, K, bits, bits), randn([1, K], { seed: bits }), randn([37], { seed: 1 }));
+    });
+
+    it('the default GEMV loads 16 bytes of codes per lane (2, 4 and 8 bits) where rows sit on 16-byte boundaries', async () => {
+      const { words, codes } = packedChunk(bits);
+      const K = 4 * codes * (32 * 2 + 3); // two full slices of 32 lanes, then 3 units of 4 words
+      const shape = defaultPackedGemv(bits, K);
+      expect(shape.wide).toBe(words === 1 ? true : undefined);
+      if (words === 1) expect([shape.lanes, shape.unroll, shape.rowsPerThread]).toEqual([32, 1, 4]);
+      await checkPacked(backend, randomQuantized(37, K, bits, bits), randn([1, K], { seed: bits }), randn([37], { seed: 2 }));
     });
   });
 
