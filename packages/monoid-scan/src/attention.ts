@@ -15,7 +15,7 @@
  * state.dispose();                                           // step returns a new state
  */
 import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, zeros } from '@phalanx/core';
-import { type LinearWeight, linear, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
+import { type LinearWeight, linear, linears, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
 import { DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, logDecay } from './decay.js';
 import { type MonoidScanOptions, monoidScan, monoidStep } from './index.js';
 
@@ -197,17 +197,18 @@ export class MonoidAttention {
     const lead = x.shape.slice(0, -1);
     const [H, D] = [this.heads, this.headDim];
 
+    // the four projections of x, z = W_decay x + b among them: one dispatch in decode (ops `linears`)
+    const projections = await linears(x, [w.qProj, w.kProj, w.vProj, w.decayProj], [null, null, null, w.decayBias]);
+    const [qFlat, kFlat, vFlat, z] = await Promise.all(projections.map((t) => s.keep(t)));
     // q: normed, then scaled by 1/sqrt(Dk) (spec 1.7: after the norm)
-    const q = await this.headNorm(await s.keep(linear(x, w.qProj)), w.qNorm, s, { scale: D ** -0.5 });
+    const q = await this.headNorm(qFlat!, w.qNorm, s, { scale: D ** -0.5 });
     // k: normed, then SiLU
-    const k = await this.headNorm(await s.keep(linear(x, w.kProj)), w.kNorm, s, { activation: 'silu' });
-    const vFlat = await s.keep(linear(x, w.vProj));
-    const v = await s.keep(vFlat.reshape([...lead, H, D]));
+    const k = await this.headNorm(kFlat!, w.kNorm, s, { activation: 'silu' });
+    const v = await s.keep(vFlat!.reshape([...lead, H, D]));
 
-    // log a in f32 from z = W_decay x + b, stably (spec 1.3.1, 1.7)
-    const z = await s.keep(linear(x, w.decayProj, w.decayBias));
+    // log a in f32 from z, stably (spec 1.3.1, 1.7)
     const gate = this.decay === 'vector-neg-softplus' ? 'neg-softplus' : 'logsigmoid';
-    const g = await s.keep(logDecay(z, { gate, floor: this.clampLogDecay ? LOG_DECAY_FLOOR : undefined }));
+    const g = await s.keep(logDecay(z!, { gate, floor: this.clampLogDecay ? LOG_DECAY_FLOOR : undefined }));
     const logA = await s.keep(g.reshape(this.decay === 'scalar-logsigmoid' ? [...lead, H] : [...lead, H, D]));
     return { q, k, v, logDecay: logA };
   }

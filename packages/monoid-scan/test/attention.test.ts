@@ -24,15 +24,15 @@ type Host = Record<keyof MonoidAttentionWeights, number[]>;
 type NormShape = 'shared' | 'per-head';
 
 /** Tiny random weights of a variant: decay bias around +2 for logsigmoid and -2 for -softplus (the sign the detection rule reads). */
-function hostWeights(decay: DecayVariant, norm: NormShape, seed: number): Host {
+function hostWeights(decay: DecayVariant, norm: NormShape, seed: number, hidden = HIDDEN): Host {
   const decayOut = decay === 'scalar-logsigmoid' ? H : HD;
   const normSize = norm === 'shared' ? D : HD;
   return {
-    qProj: values(HD * HIDDEN, seed, 0.5),
-    kProj: values(HD * HIDDEN, seed + 1, 0.5),
-    vProj: values(HD * HIDDEN, seed + 2, 0.5),
-    oProj: values(HIDDEN * HD, seed + 3, 0.5),
-    decayProj: values(decayOut * HIDDEN, seed + 4, 0.5),
+    qProj: values(HD * hidden, seed, 0.5),
+    kProj: values(HD * hidden, seed + 1, 0.5),
+    vProj: values(HD * hidden, seed + 2, 0.5),
+    oProj: values(hidden * HD, seed + 3, 0.5),
+    decayProj: values(decayOut * hidden, seed + 4, 0.5),
     decayBias: values(decayOut, seed + 5, 1.5, decay === 'vector-neg-softplus' ? -2 : 2),
     qNorm: values(normSize, seed + 6, 0.3, 1),
     kNorm: values(normSize, seed + 7, 0.3, 1),
@@ -40,14 +40,14 @@ function hostWeights(decay: DecayVariant, norm: NormShape, seed: number): Host {
   };
 }
 
-function weightTensors(decay: DecayVariant, w: Host, backend: Backend): MonoidAttentionWeights {
+function weightTensors(decay: DecayVariant, w: Host, backend: Backend, hidden = HIDDEN): MonoidAttentionWeights {
   const decayOut = decay === 'scalar-logsigmoid' ? H : HD;
   const shapes: Record<keyof Host, number[]> = {
-    qProj: [HD, HIDDEN],
-    kProj: [HD, HIDDEN],
-    vProj: [HD, HIDDEN],
-    oProj: [HIDDEN, HD],
-    decayProj: [decayOut, HIDDEN],
+    qProj: [HD, hidden],
+    kProj: [HD, hidden],
+    vProj: [HD, hidden],
+    oProj: [hidden, HD],
+    decayProj: [decayOut, hidden],
     decayBias: [decayOut],
     qNorm: [w.qNorm.length],
     kNorm: [w.kNorm.length],
@@ -164,18 +164,20 @@ describe.each(backends.map((b) => [b.name, b] as const))('logDecay on %s', (_nam
 // ---- the layer ----
 
 // A decode step's dispatches: q's scale and k's SiLU run in their rmsNorm's dispatch. A per-head norm weight is a
-// mul after the norm, which k's SiLU must follow (q's scale stays in the norm).
+// mul after the norm, which k's SiLU must follow (q's scale stays in the norm). With hidden a multiple of 4 the
+// four projections of x are one ops `linears` dispatch (HIDDEN = 7 takes separate GEMVs).
 describe.runIf(gpu)('MonoidAttention.step on WebGPU: dispatches', () => {
   const base = { matmul: 5, rmsNorm: 2, monoidLogDecay: 1, 'monoid-recurrent': 1 };
   it.each([
-    ['shared', base],
-    ['per-head', { ...base, mul: 2, silu: 1 }],
-  ] as const)('%s norm weight', async (norm, expected) => {
+    ['shared', HIDDEN, base],
+    ['per-head', HIDDEN, { ...base, mul: 2, silu: 1 }],
+    ['shared', 8, { ...base, linears: 1, matmul: 1 }],
+  ] as const)('%s norm weight, hidden %i', async (norm, hidden, expected) => {
     const g = gpu as WebGPUBackend;
     const decay = 'vector-logsigmoid';
-    const attn = new MonoidAttention(weightTensors(decay, hostWeights(decay, norm, 7), g), { heads: H, headDim: D, decay });
+    const attn = new MonoidAttention(weightTensors(decay, hostWeights(decay, norm, 7, hidden), g, hidden), { heads: H, headDim: D, decay });
     const state = await attn.initialState(2);
-    const x = tensor(values(2 * HIDDEN, 8), [2, HIDDEN], { backend: g });
+    const x = tensor(values(2 * hidden, 8), [2, hidden], { backend: g });
     const p = g.profile();
     const next = await attn.step(state, x);
     const kernels = Object.fromEntries((await p.stop()).kernels.map((k) => [k.name, k.count]));

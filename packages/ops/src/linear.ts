@@ -1,4 +1,4 @@
-import { DTypeError, Scratch, ShapeError, Tensor, add, assertFloat, formatShape, isFloat, runKernel, sameShape } from '@phalanx/core';
+import { type Backend, DTypeError, InputError, Scratch, ShapeError, Tensor, add, assertFloat, formatShape, getKernels, isFloat, runKernel, sameShape } from '@phalanx/core';
 import { swiglu } from './layers.js';
 import './cpu/linear.js';
 import { GEMV_MAX_ROWS } from './webgpu/linear.js';
@@ -61,6 +61,30 @@ export function fusesLinearResidual(M: number, K: number): boolean {
   return fusesSwigluLinear(M, K);
 }
 
+/** What `linear` checks of x, one weight and its bias (errors prefixed with `op`), and the weight's parts. */
+function checkLinear(op: string, x: Tensor, weight: LinearWeight, bias: Tensor | null | undefined): { w: Tensor; rowScale: Tensor | undefined; N: number; K: number; name: string } {
+  const w = weightMatrix(weight);
+  const rowScale = weight instanceof Tensor ? undefined : weight.scales;
+  const name = w.name ?? 'weight';
+  assertFloat(op, x, 'input');
+  if (rowScale) {
+    if (w.dtype !== 'i8') throw new DTypeError(`${op}: codes ${name} must be i8, got ${w.dtype}`);
+  } else {
+    assertFloat(op, w, 'weight');
+  }
+  if (w.rank !== 2) throw new ShapeError(`${op}: weight ${name} must be [out, in], got ${formatShape(w.shape)}`);
+  const [N, K] = w.shape as [number, number];
+  if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
+    throw new ShapeError(`${op}: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(w.shape)})`);
+  }
+  for (const [role, t] of [['bias', bias], ['scales', rowScale]] as const) {
+    if (!t) continue;
+    assertFloat(op, t, role);
+    if (t.rank !== 1 || t.shape[0] !== N) throw new ShapeError(`${op}: ${role} ${t.name ?? role} ${formatShape(t.shape)} must be [${N}] to match weight ${name}`);
+  }
+  return { w, rowScale, N, K, name };
+}
+
 /**
  * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
  * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
@@ -74,26 +98,8 @@ export function fusesLinearResidual(M: number, K: number): boolean {
  * float64, rounded once); other shapes compute add(residual, linear(x, W, b)).
  */
 export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | null, options: LinearOptions = {}): Promise<Tensor> {
-  const w = weightMatrix(weight);
-  const rowScale = weight instanceof Tensor ? undefined : weight.scales;
+  const { w, rowScale, N, K, name } = checkLinear('linear', x, weight, bias);
   const residual = options.residual ?? undefined;
-  const name = w.name ?? 'weight';
-  assertFloat('linear', x, 'input');
-  if (rowScale) {
-    if (w.dtype !== 'i8') throw new DTypeError(`linear: codes ${name} must be i8, got ${w.dtype}`);
-  } else {
-    assertFloat('linear', w, 'weight');
-  }
-  if (w.rank !== 2) throw new ShapeError(`linear: weight ${name} must be [out, in], got ${formatShape(w.shape)}`);
-  const [N, K] = w.shape as [number, number];
-  if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
-    throw new ShapeError(`linear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (weight ${name} is ${formatShape(w.shape)})`);
-  }
-  for (const [role, t] of [['bias', bias], ['scales', rowScale]] as const) {
-    if (!t) continue;
-    assertFloat('linear', t, role);
-    if (t.rank !== 1 || t.shape[0] !== N) throw new ShapeError(`linear: ${role} ${t.name ?? role} ${formatShape(t.shape)} must be [${N}] to match weight ${name}`);
-  }
   const outShape = [...x.shape]; // not slice(): it is slow on a frozen array
   outShape[outShape.length - 1] = N;
   if (residual) {
@@ -195,5 +201,109 @@ export async function swigluLinear(x: Tensor, gate: LinearWeight, up: LinearWeig
     return await swiglu(await s.keep(linear(x, gate)), await s.keep(linear(x, up)));
   } finally {
     s.dispose();
+  }
+}
+
+/** One matrix of a fused `linears` kernel: its output rows, and which epilogue inputs follow its weight. */
+export interface LinearsOutput {
+  N: number;
+  hasBias: boolean;
+  hasRowScale: boolean;
+  outShape: number[];
+}
+
+/**
+ * Attributes of the fused `linears` kernels: x read as [M, K]; the inputs are x, then per matrix its weight
+ * [N, K] (float, or i8 codes), its bias if `hasBias`, its row scales if `hasRowScale`; one output per matrix.
+ */
+export interface LinearsAttrs {
+  M: number;
+  K: number;
+  outputs: LinearsOutput[];
+}
+
+/**
+ * Whether `linears` may compute its products in one fused kernel for M rows of x by K: the GEMV case (the rule
+ * of `fusesSwigluLinear`), on every backend. The kernel then takes the weights of one kind (one float dtype, or
+ * int8 codes) at least two at a time, as many as the backend's kernel accepts (on WebGPU the bindings must fit
+ * the device's maxStorageBuffersPerShaderStage); the rest are separate `linear`s.
+ */
+export function fusesLinears(M: number, K: number): boolean {
+  return fusesSwigluLinear(M, K);
+}
+
+/** Whether a kernel of `op` on `backend` takes these inputs (so runKernel stays there rather than moving them). */
+function accepted(op: string, inputs: Tensor[], attrs: unknown, backend: Backend): boolean {
+  return getKernels(op, backend.name).some((k) => !k.verify || k.verify(inputs, attrs, backend) === true);
+}
+
+/**
+ * Several linear maps of one input: `linears(x, [W0, W1, ...], [b0, b1, ...])` returns
+ * [linear(x, W0, b0), linear(x, W1, b1), ...], each f32 [..., out_i], the same shapes and numerics as those
+ * calls. Attention's q/k/v projections of a token are one call. `biases` is optional, as is each entry
+ * (null or undefined: no bias); the weights may differ in `out` and kind (float dtype or int8 `{ codes, scales }`)
+ * but must share `in`.
+ *
+ * In decode (`fusesLinears`: one to four rows, K a multiple of 4) the weights of one kind are computed
+ * together: on WebGPU by one GEMV dispatch whose workgroups cover the rows of all of them, each weight bound
+ * as it is (no concatenated copy) and each output its own tensor. Weights left alone in their kind, or beyond
+ * what the device binds in one dispatch, and every other shape (prefill) are separate `linear` calls.
+ */
+export async function linears(x: Tensor, weights: readonly LinearWeight[], biases: readonly (Tensor | null | undefined)[] = []): Promise<Tensor[]> {
+  const op = 'linears';
+  if (biases.length > weights.length) throw new InputError(`${op}: ${biases.length} biases for ${weights.length} weights`);
+  const first = weights[0] && weightMatrix(weights[0]);
+  for (const weight of weights) {
+    const w = weightMatrix(weight);
+    // all weights map the same input: a weight of another width is named before x is blamed
+    if (first && first.rank === 2 && w.rank === 2 && w.shape[1] !== first.shape[1]) {
+      throw new ShapeError(`${op}: weight ${w.name ?? 'weight'} ${formatShape(w.shape)} must have the in dim ${first.shape[1]} of weight ${first.name ?? 'weight'} ${formatShape(first.shape)}`);
+    }
+  }
+  const checked = weights.map((weight, i) => checkLinear(op, x, weight, biases[i]));
+  if (checked.length === 0) return [];
+  const K = checked[0]!.K;
+  const M = x.size / K;
+  const outs: (Tensor | undefined)[] = weights.map(() => undefined);
+  try {
+    // the weights by kind (float dtype, or int8 codes), in order
+    const kinds = new Map<string, number[]>();
+    if (fusesLinears(M, K)) {
+      checked.forEach(({ w, rowScale, N }, i) => {
+        if (N === 0) return; // an empty output needs no kernel
+        const kind = rowScale ? 'i8' : w.dtype;
+        kinds.set(kind, [...(kinds.get(kind) ?? []), i]);
+      });
+    }
+    for (let rest of kinds.values()) {
+      while (rest.length >= 2) {
+        // the longest run of this kind that a kernel where x lives takes in one go
+        let taken = 0;
+        for (let n = rest.length; n >= 2 && taken === 0; n--) {
+          const run = rest.slice(0, n);
+          const inputs = [x];
+          const attrs: LinearsAttrs = { M, K, outputs: [] };
+          for (const i of run) {
+            const { w, rowScale, N } = checked[i]!;
+            const bias = biases[i] ?? undefined;
+            inputs.push(w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []));
+            const outShape = [...x.shape];
+            outShape[outShape.length - 1] = N;
+            attrs.outputs.push({ N, hasBias: !!bias, hasRowScale: !!rowScale, outShape });
+          }
+          if (!accepted(op, inputs, attrs, x.backend)) continue;
+          const ys = await runKernel(op, inputs, attrs);
+          run.forEach((i, j) => (outs[i] = ys[j]));
+          taken = n;
+        }
+        if (taken === 0) break;
+        rest = rest.slice(taken);
+      }
+    }
+    for (let i = 0; i < weights.length; i++) outs[i] ??= await linear(x, weights[i]!, biases[i]);
+    return outs as Tensor[];
+  } catch (e) {
+    for (const t of outs) t?.dispose();
+    throw e;
   }
 }

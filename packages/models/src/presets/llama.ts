@@ -9,7 +9,7 @@
  */
 import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
-import { type LinearWeight, type RopeOptions, linear, rmsNorm, rope } from '@phalanx/ops';
+import { type LinearWeight, type RopeOptions, linear, linears, rmsNorm, rope } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
 import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
 
@@ -54,24 +54,31 @@ export function llamaBodyTensors(c: { file: string; vocabSize: number; hiddenSiz
 /** The attention geometry the q/k/v helpers read (nanohammer's config has it too). */
 type AttentionConfig = Pick<LlamaConfig, 'numAttentionHeads' | 'numKeyValueHeads' | 'headDim' | 'rope'>;
 
-/** One attention projection of x [B, T, hidden] (with its bias when the checkpoint has one), as [B, T, heads, D]. */
-async function projectHeads(w: Weights, l: number, name: string, x: Tensor, heads: number, D: number, s: Scratch): Promise<Tensor> {
+/**
+ * Attention projections of x [B, T, hidden] (each with its bias when the checkpoint has one), as [B, T, heads, D]
+ * each: `projections` lists their names and head counts. One ops `linears` call: a single dispatch in decode.
+ */
+async function projectHeads(w: Weights, l: number, projections: [name: string, heads: number][], x: Tensor, D: number, s: Scratch): Promise<Tensor[]> {
   const [B, T] = x.shape as [number, number];
-  return s.keep((await s.keep(linear(x, w.layerMatrix(l, `self_attn.${name}.weight`), w.optional(`model.layers.${l}.self_attn.${name}.bias`)))).reshape([B, T, heads, D]));
+  const weights = projections.map(([name]) => w.layerMatrix(l, `self_attn.${name}.weight`));
+  const biases = projections.map(([name]) => w.optional(`model.layers.${l}.self_attn.${name}.bias`));
+  const flat = await Promise.all((await linears(x, weights, biases)).map((t) => s.keep(t)));
+  return Promise.all(flat.map((t, i) => s.keep(t.reshape([B, T, projections[i]![1], D]))));
 }
 
 /** q/k/v of the normed input h [B, T, hidden], as [B, T, heads, D], with RoPE from `position`. */
 export async function llamaQkv(w: Weights, l: number, c: AttentionConfig, h: Tensor, position: number, s: Scratch) {
   const rotary = { offset: position, theta: c.rope.theta, scaling: c.rope.scaling };
-  const q = await s.keep(rope(await projectHeads(w, l, 'q_proj', h, c.numAttentionHeads, c.headDim, s), rotary));
-  return { q, ...(await llamaKv(w, l, c, h, rotary, s)), rotary };
+  const [H, Hkv] = [c.numAttentionHeads, c.numKeyValueHeads];
+  const [q, k, v] = (await projectHeads(w, l, [['q_proj', H], ['k_proj', Hkv], ['v_proj', Hkv]], h, c.headDim, s)) as [Tensor, Tensor, Tensor];
+  return { q: await s.keep(rope(q, rotary)), k: await s.keep(rope(k, rotary)), v, rotary };
 }
 
-/** k (with RoPE `rotary`) and v of x [B, T, hidden], as [B, T, Hkv, D]: of the words, and of nanohammer's state tokens. */
+/** k (with RoPE `rotary`) and v of x [B, T, hidden], as [B, T, Hkv, D]: of nanohammer's state tokens. */
 export async function llamaKv(w: Weights, l: number, c: AttentionConfig, x: Tensor, rotary: RopeOptions, s: Scratch) {
-  const k = await s.keep(rope(await projectHeads(w, l, 'k_proj', x, c.numKeyValueHeads, c.headDim, s), rotary));
-  const v = await projectHeads(w, l, 'v_proj', x, c.numKeyValueHeads, c.headDim, s);
-  return { k, v };
+  const Hkv = c.numKeyValueHeads;
+  const [k, v] = (await projectHeads(w, l, [['k_proj', Hkv], ['v_proj', Hkv]], x, c.headDim, s)) as [Tensor, Tensor];
+  return { k: await s.keep(rope(k, rotary)), v };
 }
 
 /** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x). */

@@ -1,6 +1,6 @@
 import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
 import { silu64 } from '../activations.js';
-import type { MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
+import type { LinearsAttrs, MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
 
 /** The reference product: float64 accumulation, one output at a time, plus any residual, rounded to f32 once. */
 function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, hasBias, hasRowScale, hasResidual, outShape }: MatmulAttrs): Tensor {
@@ -50,6 +50,16 @@ function swigluLinear([x, gate, up]: Tensor[], { M, N, K, outShape }: SwigluLine
   return out;
 }
 
+/** Each matrix's product as `matmul` computes it for `linear`: the same float64 sums, so the same f32 results. */
+function linears([x, ...rest]: Tensor[], { M, K, outputs }: LinearsAttrs): Tensor[] {
+  let at = 0;
+  return outputs.map(({ N, hasBias, hasRowScale, outShape }) => {
+    const inputs = rest.slice(at, (at += 1 + (hasBias ? 1 : 0) + (hasRowScale ? 1 : 0)));
+    return matmul([x!, ...inputs], { batch: 1, M, N, K, transB: true, bShared: true, hasBias, hasRowScale, outShape });
+  });
+}
+
 // Registered on import (the package lists its kernel files under sideEffects).
 registerKernel({ op: 'matmul', backend: 'cpu', fn: matmul });
 registerKernel({ op: 'swigluLinear', backend: 'cpu', fn: swigluLinear });
+registerKernel({ op: 'linears', backend: 'cpu', fn: linears });

@@ -1,7 +1,7 @@
 import { type DType, type Tensor, empty, registerKernel } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
 import { ACTIVATIONS_WGSL } from '../activations.js';
-import type { MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
+import type { LinearsAttrs, MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
 
 /** Tile shape of the matrix-product kernel: a BM x BN output tile per workgroup, TM x TN outputs per thread. */
 export interface GemmTile {
@@ -223,25 +223,40 @@ export function gemvLaneSum(
   residual = false,
 ): { decl: string; store: string } {
   const R = Array.from({ length: rows }, (_, m) => m);
+  const { decl, reduce, part } = gemvLaneReduce(rows, threads, lanes, sums);
+  return {
+    decl,
+    store: `${reduce}
+  if (lane == 0u && n < u.N) {
+    ${R.map((m) => {
+      const value = apply(part(m), 'n', ...sums.slice(1).map((_, i) => part((i + 1) * rows + m)));
+      return `out[${m}u * u.N + n] = ${residual ? `load_residual(${m}u * u.N + n) + (${value})` : value};`;
+    }).join('\n    ')}
+  }`,
+  };
+}
+
+/**
+ * The reduction half of `gemvLaneSum`: `decl` declares the workgroup array, `reduce` sums each thread's partial
+ * sums (acc0.., then one set per further prefix of `sums`) over its `lanes`, after which `part(i)` is the sum of
+ * set i / rows, row i % rows, in lane 0 of each output row. Contains barriers: call it in uniform control flow.
+ */
+function gemvLaneReduce(rows: number, threads: number, lanes: number, sums: readonly string[]): { decl: string; reduce: string; part: (i: number) => string } {
+  const R = Array.from({ length: rows }, (_, m) => m);
   const S = sums.map((prefix, i) => ({ prefix, base: i * rows }));
   const part = (m: number) => `partial[${m * threads}u + lid.x]`;
   const each = (f: (m: number, prefix: string) => string) => S.flatMap(({ prefix, base }) => R.map((m) => f(base + m, `${prefix}${m}`)));
   return {
     decl: `var<workgroup> partial: array<f32, ${sums.length * rows * threads}>;`,
-    store: `${each((m, acc) => `${part(m)} = ${acc};`).join('\n  ')}
+    reduce: `${each((m, acc) => `${part(m)} = ${acc};`).join('\n  ')}
   workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (lane < s) {
       ${each((m) => `${part(m)} += partial[${m * threads}u + lid.x + s];`).join('\n      ')}
     }
     workgroupBarrier();
-  }
-  if (lane == 0u && n < u.N) {
-    ${R.map((m) => {
-      const value = apply(part(m), 'n', ...S.slice(1).map(({ base }) => part(base + m)));
-      return `out[${m}u * u.N + n] = ${residual ? `load_residual(${m}u * u.N + n) + (${value})` : value};`;
-    }).join('\n    ')}
   }`,
+    part,
   };
 }
 
@@ -251,6 +266,38 @@ export function gemvLaneSum(
  */
 export interface GemvEpilogue extends Epilogue {
   swiglu?: boolean;
+}
+
+/**
+ * The dot products of a GEMV thread (with `n`, `lane`, `K4`, the accumulators acc0.. and `x4` in scope): over
+ * row n of the weight read by `load` (a `load4` function), `unroll` 16-byte vectors at a time and then one at a
+ * time, each reused for every row of x. With `loadUp` the same loop also streams row n of that matrix into
+ * accUp0.., reusing each x vector for both.
+ */
+function gemvLoop(rows: number, { lanes, unroll }: GemvShape, load: string, loadUp?: string): string {
+  const U = Array.from({ length: unroll }, (_, j) => j);
+  const R = Array.from({ length: rows }, (_, m) => m);
+  // one loop step over the vectors j in J, at 16-byte index at(j) of the rows: the loads of w<j> (and v<j>,
+  // up's), then the dot products with each row of x
+  const loads = (J: number[], at: (j: number) => string) => [
+    ...J.map((j) => `let w${j} = ${load}(wRow + ${at(j)});`),
+    ...(loadUp ? J.map((j) => `let v${j} = ${loadUp}(wRow + ${at(j)});`) : []),
+  ];
+  const step = (J: number[], at: (j: number) => string) =>
+    loadUp
+      ? R.map((m) => `{ ${J.map((j) => `let xv${j} = x4(${m}u, ${at(j)});`).join(' ')} acc${m} += ${J.map((j) => `dot(w${j}, xv${j})`).join(' + ')}; accUp${m} += ${J.map((j) => `dot(v${j}, xv${j})`).join(' + ')}; }`)
+      : R.map((m) => `acc${m} += ${J.map((j) => `dot(w${j}, x4(${m}u, ${at(j)}))`).join(' + ')};`);
+  const unrolled = (j: number) => `k4 + ${j * lanes}u`;
+  return `let wRow = n * K4;
+    var k4 = lane;
+    for (; k4 + ${(unroll - 1) * lanes}u < K4; k4 += ${unroll * lanes}u) {
+      ${loads(U, unrolled).join('\n      ')}
+      ${step(U, unrolled).join('\n      ')}
+    }
+    for (; k4 < K4; k4 += ${lanes}u) {
+      ${loads([0], () => 'k4').join('\n      ')}
+      ${step([0], () => 'k4').join('\n      ')}
+    }`;
 }
 
 /**
@@ -266,23 +313,11 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Ge
   const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
   return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? ':swiglu' : ''}`, () => {
-    const U = Array.from({ length: unroll }, (_, j) => j);
     const lw = load4('w', wDType);
     const lu = load4('up', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
     const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, _col, u) => `silu(${g}) * ${u}`, ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply, ['acc'], !!post.residual);
-    // one loop step over the vectors j in J, at 16-byte index at(j) of the rows: the loads of w<j> (and v<j>,
-    // up's), then the dot products with each row of x
-    const loads = (J: number[], at: (j: number) => string) => [
-      ...J.map((j) => `let w${j} = load4_w(wRow + ${at(j)});`),
-      ...(fused ? J.map((j) => `let v${j} = load4_up(wRow + ${at(j)});`) : []),
-    ];
-    const step = (J: number[], at: (j: number) => string) =>
-      fused
-        ? R.map((m) => `{ ${J.map((j) => `let xv${j} = x4(${m}u, ${at(j)});`).join(' ')} acc${m} += ${J.map((j) => `dot(w${j}, xv${j})`).join(' + ')}; accUp${m} += ${J.map((j) => `dot(v${j}, xv${j})`).join(' + ')}; }`)
-        : R.map((m) => `acc${m} += ${J.map((j) => `dot(w${j}, x4(${m}u, ${at(j)}))`).join(' + ')};`);
-    const unrolled = (j: number) => `k4 + ${j * lanes}u`;
     return program({
       name: fused ? 'swigluLinear' : 'matmul',
       inputs: fused ? { x: xDType, w: wDType, up: wDType } : { x: xDType, w: wDType, ...ep.inputs },
@@ -301,18 +336,89 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
   let K4 = u.K / 4u;
   ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}${fused ? ` ${R.map((m) => `var accUp${m} = 0.0;`).join(' ')}` : ''}
   if (n < u.N) {
-    let wRow = n * K4;
-    var k4 = lane;
-    for (; k4 + ${(unroll - 1) * lanes}u < K4; k4 += ${unroll * lanes}u) {
-      ${loads(U, unrolled).join('\n      ')}
-      ${step(U, unrolled).join('\n      ')}
-    }
-    for (; k4 < K4; k4 += ${lanes}u) {
-      ${loads([0], () => 'k4').join('\n      ')}
-      ${step([0], () => 'k4').join('\n      ')}
-    }
+    ${gemvLoop(rows, shape, 'load4_w', fused ? 'load4_up' : undefined)}
   }
   ${laneSum.store}`,
+    });
+  });
+}
+
+/** At most this many weight matrices share one `linears` dispatch (each adds a branch to the kernel). */
+export const LINEARS_MAX_MATRICES = 8;
+
+/** One matrix of `linearsProgram`: the dtypes of its bias and row scales, when it has them. */
+export interface LinearsMatrix {
+  bias?: DType;
+  rowScale?: DType;
+}
+
+/**
+ * Several GEMVs of one x in one dispatch: y_i[m, n] = dot(x[m, :], w_i[n, :]) * rowScale_i[n] + bias_i[n] for
+ * the matrices i of `mats` (weights of one dtype, f32/f16/bf16 or i8 codes). Each workgroup computes
+ * `rowsPerGroup` rows of one matrix, exactly as `gemvProgram` does for that matrix alone: the workgroups
+ * [g_i, g_(i+1)) are matrix i's (g_i in the uniforms G<i>, g_0 = 0), so which matrix a workgroup reads is
+ * uniform over it and the lanes' reduction is shared. Bindings: x, then per matrix weight<i>, bias<i>,
+ * scale<i> (those present), then the outputs out<i>; uniforms K, N<i>, G<i>.
+ */
+export function linearsProgram(xDType: DType, wDType: DType, rows: number, mats: readonly LinearsMatrix[], shape: GemvShape = DEFAULT_GEMV): Program {
+  const { rowsPerGroup, lanes } = shape;
+  const key = `ops:linears:${xDType}:${wDType}:${rows}:${mats.map((e) => `${e.bias}/${e.rowScale}`).join(',')}:${rowsPerGroup}x${lanes}x${shape.unroll}`;
+  return cached(key, () => {
+    const threads = rowsPerGroup * lanes;
+    const R = Array.from({ length: rows }, (_, m) => m);
+    const I = mats.map((_, i) => i);
+    const { decl, reduce, part } = gemvLaneReduce(rows, threads, lanes, ['acc']);
+    const inputs: Record<string, DType> = { x: xDType };
+    const views: Record<string, string> = xDType === 'f32' ? { x: 'vec4<f32>' } : {};
+    const loaders: string[] = [];
+    const uniforms: Record<string, 'u32'> = { K: 'u32' };
+    mats.forEach((e, i) => {
+      const l = load4(`weight${i}`, wDType);
+      inputs[`weight${i}`] = wDType;
+      views[`weight${i}`] = l.view;
+      loaders.push(l.fn);
+      if (e.bias) inputs[`bias${i}`] = e.bias;
+      if (e.rowScale) inputs[`scale${i}`] = e.rowScale;
+      uniforms[`N${i}`] = 'u32';
+      if (i > 0) uniforms[`G${i}`] = 'u32';
+    });
+    // linear's epilogue (`epilogue`), for matrix i
+    const apply = (i: number, value: string) => `${mats[i]!.rowScale ? `${value} * load_scale${i}(n)` : value}${mats[i]!.bias ? ` + load_bias${i}(n)` : ''}`;
+    const cases = (body: (i: number) => string) => I.map((i) => `${i === I.length - 1 ? 'default' : `case ${i}u`}: {\n      ${body(i)}\n    }`).join('\n    ');
+    return program({
+      name: 'linears',
+      inputs,
+      outputs: Object.fromEntries(I.map((i) => [`out${i}`, 'f32'])),
+      views,
+      uniforms,
+      workgroupSize: threads,
+      helpers: `${decl}
+${loaders.join('\n')}
+fn x4(m: u32, k4: u32) -> vec4<f32> {
+  ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
+}`,
+      main: `  let r = lid.x / ${lanes}u;
+  let lane = lid.x % ${lanes}u;
+  let g = wid.x + wid.y * nwg.x;
+  let K4 = u.K / 4u;
+  // the matrix whose rows this workgroup computes (the grid's spare workgroups past the last one find n >= N)
+  var mat = 0u;
+  var g0 = 0u;
+  var N = u.N0;
+  ${I.slice(1).map((i) => `if (g >= u.G${i}) { mat = ${i}u; g0 = u.G${i}; N = u.N${i}; }`).join('\n  ')}
+  let n = (g - g0) * ${rowsPerGroup}u + r;
+  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}
+  if (n < N) {
+    switch mat {
+    ${cases((i) => gemvLoop(rows, shape, `load4_weight${i}`).replaceAll('\n', '\n  '))}
+    }
+  }
+  ${reduce}
+  if (lane == 0u && n < N) {
+    switch mat {
+    ${cases((i) => R.map((m) => `out${i}[${m}u * N + n] = ${apply(i, part(m))};`).join('\n      '))}
+    }
+  }`,
     });
   });
 }
@@ -351,6 +457,48 @@ async function swigluLinear(inputs: Tensor[], { M, N, K, outShape }: SwigluLinea
   return out;
 }
 
+/** The fused GEMVs of `linears`: one dispatch, one output per matrix (see linearsProgram). */
+async function linears(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backend: WebGPUBackend): Promise<Tensor[]> {
+  const [x, w] = inputs as [Tensor, Tensor];
+  const outs = outputs.map(({ outShape }) => empty(outShape, { backend }));
+  const mats: LinearsMatrix[] = [];
+  const uniforms: Record<string, number> = { K };
+  let at = 1;
+  let groups = 0;
+  outputs.forEach(({ N, hasBias, hasRowScale }, i) => {
+    at++; // the weight
+    mats.push({ bias: hasBias ? inputs[at++]!.dtype : undefined, rowScale: hasRowScale ? inputs[at++]!.dtype : undefined });
+    uniforms[`N${i}`] = N;
+    if (i > 0) uniforms[`G${i}`] = groups;
+    groups += Math.ceil(N / DEFAULT_GEMV.rowsPerGroup);
+  });
+  const prog = linearsProgram(x.dtype, w.dtype, M, mats);
+  await backend.run(prog, inputs, outs, uniforms, grid1d(groups * DEFAULT_GEMV.rowsPerGroup, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
+  return outs;
+}
+
+/** Why the `linears` kernel declines these inputs (true: it takes them): see the registration below. */
+function linearsVerdict(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backend: WebGPUBackend): true | string {
+  if (!(M >= 1 && M <= GEMV_MAX_ROWS && K % 4 === 0)) return `the fused GEMVs take 1 to ${GEMV_MAX_ROWS} rows and K a multiple of 4 (got ${M} x ${K})`;
+  if (outputs.length < 1 || outputs.length > LINEARS_MAX_MATRICES) return `the fused GEMVs take 1 to ${LINEARS_MAX_MATRICES} matrices (got ${outputs.length})`;
+  const dtypes = new Set<DType>();
+  let at = 1;
+  let groups = 0;
+  for (const { N, hasBias, hasRowScale } of outputs) {
+    const w = inputs[at]!;
+    dtypes.add(w.dtype);
+    if (hasRowScale !== (w.dtype === 'i8')) return `weight ${w.name ?? at} is ${w.dtype} ${hasRowScale ? 'with' : 'without'} row scales`;
+    if (N < 1) return 'a matrix has no rows';
+    groups += Math.ceil(N / DEFAULT_GEMV.rowsPerGroup);
+    at += 1 + (hasBias ? 1 : 0) + (hasRowScale ? 1 : 0);
+  }
+  if (dtypes.size !== 1) return `the fused GEMVs take weights of one dtype (got ${[...dtypes].join(', ')})`;
+  const { maxStorageBuffersPerShaderStage: maxStorage, maxBindingsPerBindGroup: maxBindings, maxComputeWorkgroupsPerDimension: maxGroups } = backend.limits;
+  const storage = inputs.length + outputs.length;
+  if (storage > maxStorage! || storage + 1 > maxBindings!) return `${storage} storage bindings, more than the device's ${maxStorage} per shader stage (or ${maxBindings} per bind group)`;
+  return groups <= maxGroups! * maxGroups! || `grid too large for ${groups} workgroups`;
+}
+
 /** GEMV needs w as [N, K] with K a multiple of 4 (16-byte loads), one batch and at most GEMV_MAX_ROWS rows. */
 function useGemv({ batch, M, K, transB }: MatmulAttrs): boolean {
   return transB && batch === 1 && M <= GEMV_MAX_ROWS && K % 4 === 0;
@@ -376,4 +524,11 @@ registerKernel({
   // only the GEMV case (the frontend composes the rest from linear and swiglu)
   verify: ([, gate, up]: Tensor[], { M, K }: SwigluLinearAttrs) =>
     (M <= GEMV_MAX_ROWS && K % 4 === 0 && gate!.dtype === up!.dtype && gate!.dtype !== 'i8') || `the fused GEMV takes at most ${GEMV_MAX_ROWS} rows, K a multiple of 4 and float weights of one dtype (got ${M} x ${K}, ${gate!.dtype} and ${up!.dtype})`,
+});
+registerKernel({
+  op: 'linears',
+  backend: 'webgpu',
+  fn: linears,
+  // the GEMV case only, weights of one dtype and bindings the device has (linears composes separate linears otherwise)
+  verify: linearsVerdict,
 });
