@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { brotliCompress, constants as zlib } from 'node:zlib';
 import { openCheckpoint, writeSafetensors } from '@phalanx/checkpoint';
 import { type Tensor, CheckpointError, InputError } from '@phalanx/core';
+import { type HadamardRotation, hadamardRotation } from './hadamard.js';
 import { type CodeLayout, packQuantized, packedBytes, quantizedDims, unpackQuantized } from './pack.js';
 import { type QuantizedModel } from './policy.js';
 import { type QuantMethod, type QuantizedTensor } from './quantize.js';
@@ -20,6 +21,8 @@ interface QuantizedEntry {
   clipSigmas: number;
   method: QuantMethod;
   shape: number[];
+  /** Present when the codes hold W R (`quantize`'s `rotate`). */
+  rotation?: HadamardRotation;
 }
 
 interface ArtifactDescription {
@@ -42,7 +45,7 @@ async function artifactTensors(model: QuantizedModel, layout: CodeLayout) {
   };
   const description: ArtifactDescription = { version: VERSION, codes: layout, quantized: {}, passthrough: Object.keys(model.passthrough) };
   for (const [name, q] of Object.entries(model.quantized)) {
-    description.quantized[name] = { bits: q.bits, clipSigmas: q.clipSigmas, method: q.method, shape: [...q.shape] };
+    description.quantized[name] = { bits: q.bits, clipSigmas: q.clipSigmas, method: q.method, shape: [...q.shape], ...(q.rotation && { rotation: q.rotation }) };
     add(`${name}.codes`, (await toLayout(q, layout)).codes);
     add(`${name}.scales`, q.scales);
   }
@@ -81,6 +84,7 @@ export async function readArtifact(path: string, options: { codes?: CodeLayout }
       const [dtype, size] = d.codes === 'packed' ? ['u8', packedBytes(rows * cols, e.bits)] : ['i8', rows * cols];
       if (stored.codes.dtype !== dtype || stored.codes.size !== size) throw new CheckpointError(ckpt.path, `${name}.codes is ${stored.codes.dtype} of ${stored.codes.size}, expected ${dtype} of ${size} (${d.codes} codes, [${rows}, ${cols}], ${e.bits} bits)`);
       if (scales.dtype !== 'f16' || scales.size !== rows) throw new CheckpointError(ckpt.path, `${name}.scales is ${scales.dtype} of ${scales.size}, expected f16 [${rows}]`);
+      if (e.rotation) stored.rotation = checkedRotation(ckpt.path, name, e.rotation, cols);
       const q = await toLayout(stored, layout);
       if (q.codes !== stored.codes) stored.codes.dispose();
       model.quantized[name] = q;
@@ -89,6 +93,16 @@ export async function readArtifact(path: string, options: { codes?: CodeLayout }
     return model;
   } finally {
     await ckpt.close();
+  }
+}
+
+/** A stored rotation, checked: a CheckpointError names the tensor when it is not one `quantize` makes for cols. */
+function checkedRotation(path: string, name: string, r: HadamardRotation, cols: number): HadamardRotation {
+  try {
+    if (r.kind !== 'hadamard') throw new Error(`kind ${JSON.stringify(r.kind)} is not 'hadamard'`);
+    return hadamardRotation('readArtifact', name, cols, { block: r.block, seed: r.seed });
+  } catch (e) {
+    throw new CheckpointError(path, `${name}: bad rotation ${JSON.stringify(r)}: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -11,10 +11,12 @@
  * const { compressed } = await artifactSize(model, { compressor: 'brotli' });
  * const q = await quantizedTo(model.quantized['blocks.0.mlp.fc.weight']!, gpu, { layout: 'packed' });
  * const y = await quantizedLinear(x, q); // decodes 6-bit codes as it reads them
+ * const r = await quantize(w, { bits: 4, clipSigmas: 2.5, rotate: 'hadamard' }); // codes of W R; quantizedLinear rotates x
  */
 export { type ArtifactSize, type ArtifactSizeOptions, ARTIFACT_FORMAT, ARTIFACT_KEY, artifactSize, byteShuffle, byteUnshuffle, readArtifact, writeArtifact } from './artifact.js';
 export { type Hessian, accumulateHessian, createHessian, hessianMatrix } from './gptq.js';
-export { type PackedLinearAttrs, quantizedLinear, quantizedTo } from './linear.js';
+export { type FoldedPair, type HadamardOptions, type HadamardRotation, foldHadamard, hadamardSigns, hadamardTransform } from './hadamard.js';
+export { type PackedLinearAttrs, quantizedLinear, quantizedTo, rotateHadamard } from './linear.js';
 export { type CodeLayout, codeLayout, packBits, packQuantized, packedBytes, quantizedDims, unpackBits, unpackQuantized } from './pack.js';
 export { type DequantizeModelOptions, type QuantClass, type QuantPolicy, type QuantRule, type QuantizedModel, GOLF_POLICY, POLICIES, classifyTensor, dequantizeModel, quantizeModel } from './policy.js';
 export { type DequantizeOptions, type QuantMethod, type QuantizeOptions, type QuantizedTensor, dequantize, quantize } from './quantize.js';

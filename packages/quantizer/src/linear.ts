@@ -1,5 +1,6 @@
-import { type Backend, InputError, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
+import { type Backend, InputError, ShapeError, type Tensor, assertFloat, cpu, formatShape, runKernel, tensor } from '@phalanx/core';
 import { linear } from '@phalanx/ops';
+import { type HadamardRotation, hadamardRotation, rotateRows } from './hadamard.js';
 import { type CodeLayout, codeLayout, packQuantized, quantizedDims, unpackQuantized } from './pack.js';
 import type { QuantizedTensor } from './quantize.js';
 import './cpu.js';
@@ -25,17 +26,32 @@ export interface PackedLinearAttrs {
  *  - int8 codes: @phalanx/ops `linear` reads one byte per weight and scales each row in its epilogue.
  *  - packed codes (2..8 bits): the 'packedLinear' kernels decode the bit stream as they read it: a GEMV for
  *    up to 4 rows of x, a tiled matrix product for more.
+ * A rotated q (codes of W R, `quantize`'s `rotate`) gets x R first (`rotateHadamard`), so y is the unrotated
+ * layer's up to the quantization error.
  *
  * @example
  * const q = await quantizedTo(await quantize(w, { bits: 4, clipSigmas: 6 }), gpu, { layout: 'packed' });
  * const y = await quantizedLinear(x, q, bias); // reads 4 bits per weight
  */
 export async function quantizedLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null): Promise<Tensor> {
-  if (codeLayout(q) === 'int8') return linear(x, q, bias);
   const name = q.codes.name ?? 'codes';
   const [N, K] = quantizedDims(q);
   assertFloat('quantizedLinear', x, 'input');
   if (x.rank < 1 || x.shape[x.rank - 1] !== K) throw new ShapeError(`quantizedLinear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (${name} holds [${N}, ${K}])`);
+  if (!q.rotation) return codesLinear(x, q, bias);
+  const rotated = await rotateHadamard(x, q.rotation);
+  try {
+    return await codesLinear(rotated, q, bias);
+  } finally {
+    rotated.dispose();
+  }
+}
+
+/** y = x (codes * scale_r)^T + b; x checked by the caller. */
+async function codesLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null): Promise<Tensor> {
+  if (codeLayout(q) === 'int8') return linear(x, q, bias);
+  const name = q.codes.name ?? 'codes';
+  const [N, K] = quantizedDims(q);
   for (const [role, t] of [['scales', q.scales], ['bias', bias]] as const) {
     if (!t) continue;
     assertFloat('quantizedLinear', t, role);
@@ -56,4 +72,51 @@ export async function quantizedTo(q: QuantizedTensor, backend: Backend, options:
   const moved = { ...form, codes: await form.codes.to(backend), scales: await q.scales.to(backend) };
   if (form.codes !== q.codes) form.codes.dispose();
   return moved;
+}
+
+/** R_block (or R_block^T) on each backend that rotated an input off the CPU, uploaded once per rotation. */
+const rotationMatrices = new WeakMap<Backend, Map<string, Tensor>>();
+
+async function rotationMatrix(rotation: HadamardRotation, inverse: boolean, backend: Backend): Promise<Tensor> {
+  const { block } = rotation;
+  const key = `${block} ${rotation.seed} ${inverse}`;
+  let cached = rotationMatrices.get(backend);
+  if (!cached) rotationMatrices.set(backend, (cached = new Map()));
+  let m = cached.get(key);
+  if (!m) {
+    // linear(x, m) = x m^T, so m = (R or R^T)^T: the rows of I R^T (or of I R)
+    const eye = new Float64Array(block * block);
+    for (let i = 0; i < block; i++) eye[i * block + i] = 1;
+    const host = tensor(Float32Array.from(rotateRows(eye, rotation, !inverse)), [block, block], { name: `hadamard${block}` });
+    m = await host.to(backend);
+    if (m !== host) host.dispose();
+    cached.set(key, m);
+  }
+  return m;
+}
+
+/**
+ * x R over x's last dim (`HadamardRotation`), or x R^T with `inverse` (undoing it). On the CPU: the fast
+ * transform in float64 (K log block operations per row). On other backends: one @phalanx/ops `linear` of x's
+ * blocks by the dense [block, block] R_block (block * K multiply-adds per row, no kernel of its own; keep the
+ * block small there, e.g. `quantize`'s `rotate: { block: 128 }`). x: [..., K] float, K a multiple of the
+ * block; returns f32 on x's backend.
+ */
+export async function rotateHadamard(x: Tensor, rotation: HadamardRotation, options: { inverse?: boolean } = {}): Promise<Tensor> {
+  const { inverse = false } = options;
+  assertFloat('rotateHadamard', x, 'input');
+  const K = x.shape[x.rank - 1] ?? 0;
+  hadamardRotation('rotateHadamard', `input ${x.name ?? 'x'} ${formatShape(x.shape)}`, K, rotation);
+  if (x.backend === cpu) return tensor(Float32Array.from(rotateRows(Float64Array.from(await x.data()), rotation, inverse)), x.shape);
+  const blocks = x.reshape([x.size / rotation.block, rotation.block]);
+  try {
+    const y = await linear(blocks, await rotationMatrix(rotation, inverse, x.backend));
+    try {
+      return y.reshape(x.shape);
+    } finally {
+      y.dispose();
+    }
+  } finally {
+    blocks.dispose();
+  }
 }

@@ -1,5 +1,6 @@
 import { type Tensor, InputError, f32ToF16Bits, isFloat, tensor } from '@phalanx/core';
 import { type Hessian } from './gptq.js';
+import { type HadamardOptions } from './hadamard.js';
 import { type QuantMethod, type QuantizedTensor, dequantize, quantize } from './quantize.js';
 import { assertBits } from './sdclip.js';
 
@@ -25,6 +26,8 @@ export interface QuantPolicy {
   blockSize?: number;
   damping?: number;
   actOrder?: boolean;
+  /** 'hadamard' or `HadamardOptions`: every quantized tensor is rotated first (`quantize`'s `rotate`). Default: none. */
+  rotate?: 'hadamard' | HadamardOptions;
 }
 
 /**
@@ -102,6 +105,7 @@ export async function quantizeModel(weights: Record<string, Tensor>, policy: Qua
         blockSize: policy.blockSize,
         damping: policy.damping,
         actOrder: policy.actOrder,
+        rotate: policy.rotate,
       });
       model.quantized[name] = { ...q, shape: t.shape };
     } finally {
@@ -126,8 +130,8 @@ export interface DequantizeModelOptions {
 }
 
 /**
- * Every tensor back on the CPU: quantized ones as f32 codes * scale_r (bf16 for the names in `bf16`),
- * passthrough fp16 widened to f32, other dtypes copied as they are.
+ * Every tensor back on the CPU: quantized ones as f32 codes * scale_r (bf16 for the names in `bf16`; rotated
+ * ones rotated back, as `dequantize` does), passthrough fp16 widened to f32, other dtypes copied as they are.
  *
  * @example
  * const weights = await dequantizeModel(await readArtifact(path), { bf16: 'tok_emb' }); // as the reference loads it
