@@ -1,6 +1,7 @@
 import { type Backend, type DType, Rng, type Tensor, tensor } from '@phalanx/core';
 import type { Int8Weight } from '../src/index.js';
 import type { WebGPUBackend } from '@phalanx/webgpu';
+import type { GemvShape } from '../src/webgpu/linear.js';
 
 /** A seeded normal tensor on `backend` and its values as stored (after rounding to `dtype`). */
 export async function rand(shape: number[], seed: number, backend: Backend, dtype: DType = 'f32', name?: string): Promise<{ t: Tensor; v: number[] }> {
@@ -25,3 +26,10 @@ export async function dispatches(g: WebGPUBackend, f: () => Promise<Tensor>): Pr
   (await f()).dispose();
   return (await p.stop()).kernels.map((k) => [k.name, k.count] as [string, number]).sort();
 }
+
+/** GEMV shapes besides the default that the benchmark tried; the GEMV kernels' tests run each of them. */
+export const GEMV_SHAPES: GemvShape[] = [
+  { rowsPerGroup: 8, lanes: 32, unroll: 2 },
+  { rowsPerGroup: 2, lanes: 128, unroll: 4 },
+  { rowsPerGroup: 4, lanes: 64, unroll: 8 },
+];

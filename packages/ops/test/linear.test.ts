@@ -2,9 +2,9 @@ import { type DType, ShapeError, DTypeError, Rng, assertClose, tensor } from '@p
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { rand } from './helpers.js';
+import { GEMV_SHAPES, rand } from './helpers.js';
 import { linear, matmul } from '../src/index.js';
-import { type GemmTile, type GemvShape, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
+import { type GemmTile, gemmProgram, gemvProgram } from '../src/webgpu/linear.js';
 
 const { backends, gpu } = await testBackends();
 
@@ -143,12 +143,7 @@ describe.runIf(gpu)('matmul tiles', () => {
 
 describe.runIf(gpu)('GEMV shapes', () => {
   // The shapes the benchmark tried; K = 4 * 70 + 8 leaves a tail past the unrolled loop.
-  const SHAPES: GemvShape[] = [
-    { rowsPerGroup: 8, lanes: 32, unroll: 2 },
-    { rowsPerGroup: 2, lanes: 128, unroll: 4 },
-    { rowsPerGroup: 4, lanes: 64, unroll: 8 },
-  ];
-  it.each(SHAPES)('%j with 1 and 3 rows, f32 and bf16 weights', async (shape) => {
+  it.each(GEMV_SHAPES)('%j with 1 and 3 rows, f32 and bf16 weights', async (shape) => {
     const g = gpu as WebGPUBackend;
     const [N, K] = [37, 288];
     for (const [M, dtype] of [[1, 'f32'], [3, 'bf16']] as const) {

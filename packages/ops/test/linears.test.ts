@@ -2,7 +2,7 @@ import { type DType, DTypeError, InputError, ShapeError, type Tensor, assertClos
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { dispatches, rand, randInt8 } from './helpers.js';
+import { GEMV_SHAPES, dispatches, rand, randInt8 } from './helpers.js';
 import { type LinearWeight, type LinearsAttrs, fusesLinears, linear, linears } from '../src/index.js';
 import { LINEARS_MAX_MATRICES, linearsProgram } from '../src/webgpu/linear.js';
 
@@ -193,10 +193,7 @@ describe.runIf(gpu)('linears on WebGPU: dispatches', () => {
   });
 
   // other GEMV shapes into outputs poisoned with NaN (unwritten elements show), f16 x, grid rows past the last matrix
-  it.each([
-    { rowsPerGroup: 8, lanes: 32, unroll: 2 },
-    { rowsPerGroup: 2, lanes: 128, unroll: 4 },
-  ])('program %j, rows 1 and 3, f16 x', async (shape) => {
+  it.each(GEMV_SHAPES)('program %j, rows 1 and 3, f16 x', async (shape) => {
     const Ns = [37, 1, 12];
     for (const [M, xd, wd] of [[1, 'f32', 'f16'], [3, 'f16', 'bf16']] as const) {
       const x = await rand([M, K], seed++, g, xd);

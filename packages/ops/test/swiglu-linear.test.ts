@@ -2,9 +2,9 @@ import { type DType, DTypeError, ShapeError, type Tensor, assertClose, tensor } 
 import { type WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { dispatches, rand, randInt8 } from './helpers.js';
+import { GEMV_SHAPES, dispatches, rand, randInt8 } from './helpers.js';
 import { fusesSwigluLinear, linear, silu64, swiglu, swigluLinear } from '../src/index.js';
-import { type GemvShape, gemvProgram } from '../src/webgpu/linear.js';
+import { gemvProgram } from '../src/webgpu/linear.js';
 
 const { backends, gpu } = await testBackends();
 
@@ -115,12 +115,7 @@ describe.runIf(gpu)('swigluLinear on WebGPU: kernel choice', () => {
   });
 
   // Other GEMV shapes, f16 weights and an f16 x, into an output poisoned with NaN (unwritten elements show)
-  const SHAPES: GemvShape[] = [
-    { rowsPerGroup: 8, lanes: 32, unroll: 2 },
-    { rowsPerGroup: 2, lanes: 128, unroll: 4 },
-    { rowsPerGroup: 4, lanes: 64, unroll: 8 },
-  ];
-  it.each(SHAPES)('fused program %j, rows 1 and 3, f32/f16 x, f16/bf16 weights', async (shape) => {
+  it.each(GEMV_SHAPES)('fused program %j, rows 1 and 3, f32/f16 x, f16/bf16 weights', async (shape) => {
     const g = gpu as WebGPUBackend;
     const [N, K] = [37, 288];
     for (const [M, xd, wd] of [[1, 'f32', 'f16'], [3, 'f16', 'bf16']] as const) {
