@@ -42,8 +42,21 @@ export function registerKernel<A, B extends Backend>(spec: KernelSpec<A, B>): vo
   kernels.set(k, list);
 }
 
+/**
+ * Each (op, backend)'s list in the registry by op, then backend name: two lookups by strings whose hashes
+ * are cached, per op. A list, once registered, is only ever added to in place, so holding it here is safe.
+ */
+const lists = new Map<string, Map<string, readonly KernelSpec[]>>();
+
 export function getKernels(op: string, backend: string): readonly KernelSpec[] {
-  return kernels.get(key(op, backend)) ?? [];
+  const held = lists.get(op)?.get(backend);
+  if (held) return held;
+  const list = kernels.get(key(op, backend));
+  if (!list) return [];
+  let byBackend = lists.get(op);
+  if (!byBackend) lists.set(op, (byBackend = new Map()));
+  byBackend.set(backend, list);
+  return list;
 }
 
 /** Statistics of cross-backend fallbacks, so a benchmark or profiler can show where work left the GPU. */
@@ -53,22 +66,33 @@ export const fallbackCounts = new Map<string, number>();
  * Runs `op` on the backend its inputs live on. Kernels registered for that (op, backend) are tried best
  * first; if every one declines, the next live backend that accepts runs it (inputs moved there and the
  * result moved back). No kernel at all for the pair is an error naming both.
+ *
+ * Not an async function: when a kernel of the inputs' backend accepts, its result is mapped by one `then`
+ * (an async frame and an await per op cost more, on the path every op takes). Errors still come back as a
+ * rejected promise.
  */
-export async function runKernel<A>(op: string, inputs: Tensor[], attrs: A, backend?: Backend): Promise<Tensor[]> {
-  const home = backend ?? inputs[0]?.backend;
-  if (!home) throw new InputError(`${op}: no inputs and no backend given`);
-  for (let i = 0; i < inputs.length; i++) {
-    const t = inputs[i]!;
-    if (t.disposed) throw new InputError(`${op}: input ${i} (${t.name ?? 'tensor'}) was disposed`);
-    if (t.backend !== home) throw new InputError(`${op}: input ${i} lives on '${t.backend.name}', the others on '${home.name}'; move it with await t.to(backend)`);
+export function runKernel<A>(op: string, inputs: Tensor[], attrs: A, backend?: Backend): Promise<Tensor[]> {
+  try {
+    const home = backend ?? inputs[0]?.backend;
+    if (!home) throw new InputError(`${op}: no inputs and no backend given`);
+    for (let i = 0; i < inputs.length; i++) {
+      const t = inputs[i]!;
+      if (t.disposed) throw new InputError(`${op}: input ${i} (${t.name ?? 'tensor'}) was disposed`);
+      if (t.backend !== home) throw new InputError(`${op}: input ${i} lives on '${t.backend.name}', the others on '${home.name}'; move it with await t.to(backend)`);
+    }
+    const own = getKernels(op, home.name);
+    if (own.length === 0) throw new MissingKernelError(op, home.name);
+    const reasons: string[] = [];
+    const chosen = pick(own, inputs, attrs, home, reasons);
+    if (chosen) return Promise.resolve(chosen.fn(inputs, attrs, home)).then(asList);
+    return fallBack(op, inputs, attrs, home, reasons);
+  } catch (e) {
+    return Promise.reject(e);
   }
-  const own = getKernels(op, home.name);
-  if (own.length === 0) throw new MissingKernelError(op, home.name);
+}
 
-  const reasons: string[] = [];
-  const chosen = pick(own, inputs, attrs, home, reasons);
-  if (chosen) return asList(await chosen.fn(inputs, attrs, home));
-
+/** Every kernel of `home` declined: the next live backend that accepts runs the op. */
+async function fallBack<A>(op: string, inputs: Tensor[], attrs: A, home: Backend, reasons: string[]): Promise<Tensor[]> {
   for (const other of liveBackends()) {
     if (other === home) continue;
     const moved = await Promise.all(inputs.map((t) => t.to(other)));

@@ -7,12 +7,18 @@ import type { Tensor } from './tensor.js';
 export class Scratch {
   private readonly tensors: Tensor[] = [];
 
-  /** Keeps `t` (or what it resolves to) for disposal and returns it. */
-  async keep(t: Tensor | Promise<Tensor>): Promise<Tensor> {
-    const r = await t;
-    this.tensors.push(r);
-    return r;
+  /**
+   * Keeps `t` (or what it resolves to) for disposal and returns it. Not an async function: one `then` instead
+   * of an async frame per kept tensor (several per op in a model's forward).
+   */
+  keep(t: Tensor | Promise<Tensor>): Promise<Tensor> {
+    return Promise.resolve(t).then(this.add);
   }
+
+  private readonly add = (t: Tensor): Tensor => {
+    this.tensors.push(t);
+    return t;
+  };
 
   dispose(): void {
     for (const t of this.tensors.splice(0)) t.dispose();

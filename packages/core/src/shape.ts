@@ -5,7 +5,9 @@ export type Shape = readonly number[];
 /** Number of elements; validates that every dim is a non-negative integer. */
 export function sizeOf(shape: Shape, what = 'shape'): number {
   let n = 1;
-  for (const d of shape) {
+  // indexed, not for-of: shapes come as plain, frozen and double arrays, and the iterator path is the slow one for some
+  for (let i = 0; i < shape.length; i++) {
+    const d = shape[i]!;
     if (!Number.isInteger(d) || d < 0) throw new ShapeError(`${what}: [${shape.join(', ')}] has a dim that is not a non-negative integer`);
     n *= d;
   }
@@ -59,13 +61,22 @@ export function broadcastStrides(shape: Shape, outShape: Shape): number[] {
 /** Resolves one -1 in a reshape target. */
 export function resolveReshape(from: Shape, to: Shape): number[] {
   const size = sizeOf(from);
-  const unknown = to.filter((d) => d === -1).length;
-  if (unknown > 1) throw new ShapeError(`reshape ${formatShape(from)} -> ${formatShape(to)}: at most one -1`);
-  const known = to.reduce((p, d) => (d === -1 ? p : p * d), 1);
-  const out = to.map((d) => (d === -1 ? (known === 0 ? 0 : size / known) : d));
-  if (!out.every((d) => Number.isInteger(d) && d >= 0) || sizeOf(out) !== size) {
-    throw new ShapeError(`reshape ${formatShape(from)} -> ${formatShape(to)}: element counts differ`);
+  // plain loops: a decode step reshapes a few dozen times, and the closures of filter/reduce/map/every cost more than the work
+  let unknown = 0;
+  let known = 1;
+  for (let i = 0; i < to.length; i++) {
+    if (to[i] === -1) unknown++;
+    else known *= to[i]!;
   }
+  if (unknown > 1) throw new ShapeError(`reshape ${formatShape(from)} -> ${formatShape(to)}: at most one -1`);
+  const out: number[] = [];
+  let valid = true;
+  for (let i = 0; i < to.length; i++) {
+    const d = to[i] === -1 ? (known === 0 ? 0 : size / known) : to[i]!;
+    if (!Number.isInteger(d) || d < 0) valid = false;
+    out.push(d);
+  }
+  if (!valid || sizeOf(out) !== size) throw new ShapeError(`reshape ${formatShape(from)} -> ${formatShape(to)}: element counts differ`);
   return out;
 }
 

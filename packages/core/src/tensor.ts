@@ -30,8 +30,8 @@ export class Tensor {
     /** Shown in error messages, e.g. the checkpoint tensor name. */
     public name?: string,
   ) {
-    this.shape = Object.freeze([...shape]);
-    this.size = sizeOf(shape, name ?? 'tensor');
+    this.shape = frozenShape(shape);
+    this.size = sizeOf(this.shape, name ?? 'tensor');
     this.ref = { storage, refs: 1 };
   }
 
@@ -102,6 +102,18 @@ export class Tensor {
     if (!this.ref) throw new InputError(`${this.name ?? 'tensor'} ${formatShape(this.shape)} was disposed`);
     return this.ref;
   }
+}
+
+/**
+ * A frozen copy of `shape`, or `shape` itself when it is a frozen array already (another tensor's shape, as in
+ * `empty(x.shape)` for most kernel outputs): nobody can change it, so tensors may share it, which saves a copy
+ * and a freeze (a call into the runtime) per tensor.
+ */
+function frozenShape(shape: Shape): readonly number[] {
+  if (Array.isArray(shape) && Object.isFrozen(shape)) return shape;
+  const out: number[] = [];
+  for (let i = 0; i < shape.length; i++) out.push(shape[i]!);
+  return Object.freeze(out);
 }
 
 /** Refuses a tensor that is not f32, f16 or bf16, naming the op and the tensor (its name, else `role`). */

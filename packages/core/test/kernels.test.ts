@@ -100,6 +100,26 @@ describe('kernel registry', () => {
     await expect(runKernel('picky', [tensor([1], [1])], {})).rejects.toThrow(/every kernel declined \(cpu: too picky\)/);
   });
 
+  it('errors come back as rejected promises, never thrown at the call', async () => {
+    const t = tensor([1], [1]);
+    t.dispose();
+    let call: Promise<unknown> | undefined;
+    expect(() => (call = runKernel('add', [t, t], {}))).not.toThrow();
+    await expect(call).rejects.toThrow(/input 0 \(tensor\) was disposed/);
+    registerKernel({ op: 'throws-at-once', backend: 'cpu', fn: () => { throw new InputError('thrown by the kernel'); } });
+    expect(() => (call = runKernel('throws-at-once', [tensor([1], [1])], {}))).not.toThrow();
+    await expect(call).rejects.toThrow('thrown by the kernel');
+  });
+
+  it('a kernel may return its tensors synchronously, one or a list', async () => {
+    registerKernel({ op: 'sync-one', backend: 'fake', fn: fakeDouble });
+    registerKernel({ op: 'sync-list', backend: 'fake', fn: (i, a, b) => [fakeDouble(i, a, b), fakeDouble(i, a, b)] });
+    const x = tensor([1, 2], [2], { backend: fake });
+    const [one] = await runKernel('sync-one', [x], {});
+    expect(Array.from(await one!.data())).toEqual([2, 4]);
+    expect(await runKernel('sync-list', [x], {})).toHaveLength(2);
+  });
+
   it('inputs on different backends are refused with a hint', async () => {
     const a = tensor([1], [1]);
     const b = tensor([1], [1], { backend: fake });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DTypeError, InputError, Rng, ShapeError, Tensor, cpu, full, rand, randn, tensor, zeros } from '../src/index.js';
+import { DTypeError, InputError, Rng, Scratch, ShapeError, Tensor, cpu, full, rand, randn, tensor, zeros } from '../src/index.js';
 
 describe('tensor()', () => {
   it('holds shape, dtype, backend and data', async () => {
@@ -107,6 +107,37 @@ describe('views, moves and disposal', () => {
     expect(t.disposed).toBe(true);
     await expect(t.data()).rejects.toThrow(InputError);
     await expect(t.data()).rejects.toThrow(/h0 \[1\] was disposed/);
+  });
+
+  it('shapes are frozen; a frozen shape is shared, any other copied', () => {
+    const dims = [2, 3];
+    const t = tensor([1, 2, 3, 4, 5, 6], dims);
+    dims[0] = 3; // the caller's array is not the tensor's
+    expect(t.shape).toEqual([2, 3]);
+    expect(Object.isFrozen(t.shape)).toBe(true);
+    const same = new Tensor(cpu, t.storage, t.shape, 'f32');
+    expect(same.shape).toBe(t.shape); // nobody can change it, so no copy is needed
+    expect(Object.isFrozen(t.reshape([3, 2]).shape)).toBe(true);
+    expect(() => new Tensor(cpu, t.storage, Object.freeze([2, 1.5]), 'f32')).toThrow(ShapeError);
+  });
+
+  it('reshape refuses two -1s and counts that differ', () => {
+    const t = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+    expect(t.reshape([-1]).shape).toEqual([6]);
+    expect(tensor([], [0, 3]).reshape([0, -1]).shape).toEqual([0, 0]);
+    expect(() => t.reshape([-1, -1])).toThrow(/at most one -1/);
+    expect(() => t.reshape([4, -1])).toThrow(/element counts differ/);
+    expect(() => t.reshape([-2, -3])).toThrow(/element counts differ/);
+  });
+
+  it('Scratch keeps tensors and resolved tensors for disposal, and passes a rejection on', async () => {
+    const s = new Scratch();
+    const a = await s.keep(tensor([1], [1]));
+    const b = await s.keep(Promise.resolve(tensor([2], [1])));
+    await expect(s.keep(Promise.reject(new InputError('no tensor')))).rejects.toThrow('no tensor');
+    expect(a.disposed || b.disposed).toBe(false);
+    s.dispose();
+    expect(a.disposed && b.disposed).toBe(true);
   });
 
   it('to(cpu) from cpu gives an independent view', async () => {

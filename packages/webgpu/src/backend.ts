@@ -38,6 +38,8 @@ export interface GPUStorage {
 
 const UNIFORM_CACHE_SIZE = 1024;
 const BIND_GROUP_CACHE_SIZE = 4096;
+/** What `run` returns for a dispatch it recorded at once: one settled promise shared by all of them. */
+const RECORDED: Promise<void> = Promise.resolve();
 
 /**
  * The WebGPU backend: a device, a buffer pool, pipeline / bind-group / uniform caches, batched command
@@ -73,6 +75,10 @@ export class WebGPUBackend implements Backend {
   private pipelineCount = 0;
   /** Bind groups by pipeline id and buffer ids. */
   private readonly bindGroups = new WordsLru<GPUBindGroup>(BIND_GROUP_CACHE_SIZE);
+  /** The buffers of the dispatch being recorded, in binding order (reused by every dispatch). */
+  private readonly bound: PooledBuffer[] = [];
+  /** Bind-group lookup keys by length (reused; the cache keeps a copy of a key it adds). */
+  private readonly bindKeys: Int32Array[] = [];
   /** Uniform buffers by their words; an evicted one is destroyed once the commands that bind it are submitted. */
   private readonly uniformBuffers = new WordsLru<PooledBuffer>(UNIFORM_CACHE_SIZE, (b) => this.destroyAfterSubmit.push(b.buffer));
   /** Per uniform block size: where a dispatch's uniforms are written, to look their buffer up by its words. */
@@ -185,30 +191,63 @@ export class WebGPUBackend implements Backend {
   /**
    * Records one dispatch of `program`. Inputs and outputs bind in the order the program declares them,
    * the uniforms last. Returns once the pipeline exists (compiled on first use, then cached).
+   *
+   * Not an async function: a dispatch whose pipeline is compiled is recorded before `run` returns, which then
+   * returns a settled promise (no promise, array or key of its own per dispatch). Errors still come back as a
+   * rejected promise.
    */
-  async run(program: Program, inputs: Tensor[], outputs: Tensor[], uniforms: Record<string, number | readonly number[]>, workgroups: [number, number, number]): Promise<void> {
-    this.check();
-    const declared = program.bindings;
-    const count = inputs.length + outputs.length;
-    if (count !== declared.length) throw new InputError(`kernel '${program.name}': ${count} tensors for ${declared.length} bindings`);
-    const buffers: PooledBuffer[] = [];
-    for (let i = 0; i < count; i++) {
-      const t = i < inputs.length ? inputs[i]! : outputs[i - inputs.length]!;
-      const [name, dtype] = declared[i]!;
-      if (t.dtype !== dtype && (wgslStorageType(t.dtype) !== wgslStorageType(dtype) || gpuByteSize(t.dtype, 2) !== gpuByteSize(dtype, 2))) {
-        throw new DTypeError(`kernel '${program.name}': binding '${name}' expects ${dtype}, got ${t.dtype} (${t.name ?? 'tensor'})`);
+  run(program: Program, inputs: Tensor[], outputs: Tensor[], uniforms: Record<string, number | readonly number[]>, workgroups: [number, number, number]): Promise<void> {
+    try {
+      this.check();
+      let n = this.bindTensors(program, inputs, outputs);
+      if (program.uniforms.length > 0) this.bound[n++] = this.uniformBuffer(program, uniforms);
+      const compiled = this.compiled.get(program);
+      // the wall-clock profiler awaits each dispatch; every other dispatch with a compiled pipeline records now
+      if (compiled && this.profiler?.mode !== 'wall') {
+        this.record(program, compiled, this.bound, n, workgroups);
+        return RECORDED;
       }
-      if (t.backend !== this) throw new InputError(`kernel '${program.name}' binding '${name}': ${t.name ?? 'tensor'} lives on '${t.backend.name}', not on this WebGPU backend`);
-      buffers.push((t.storage as GPUStorage).buf);
+      return this.compileAndRecord(program, compiled, this.bound.slice(0, n), workgroups);
+    } catch (e) {
+      return Promise.reject(e);
     }
-    if (program.uniforms.length > 0) buffers.push(this.uniformBuffer(program, uniforms));
-    // an already compiled pipeline is used at once: no await (a microtask hop) per dispatch
-    const compiled = this.compiled.get(program) ?? (await this.compile(program));
-    const [x, y, z] = workgroups;
+  }
+
+  /** `run` for a program not compiled yet (its buffers taken before the await), or under the wall-clock profiler. */
+  private async compileAndRecord(program: Program, compiled: Compiled | undefined, bound: PooledBuffer[], workgroups: [number, number, number]): Promise<void> {
+    compiled ??= await this.compile(program);
+    const profiler = this.profiler?.mode === 'pass' ? undefined : this.profiler;
+    if (this.record(program, compiled, bound, bound.length, workgroups) && profiler) await profiler.afterPass(program.name);
+  }
+
+  /** Checks the tensors against the program's bindings and puts their buffers in `this.bound`; returns how many. */
+  private bindTensors(program: Program, inputs: Tensor[], outputs: Tensor[]): number {
+    const declared = program.bindings;
+    const nIn = inputs.length;
+    const count = nIn + outputs.length;
+    if (count !== declared.length) throw new InputError(`kernel '${program.name}': ${count} tensors for ${declared.length} bindings`);
+    for (let i = 0; i < count; i++) {
+      const t = i < nIn ? inputs[i]! : outputs[i - nIn]!;
+      const binding = declared[i]!; // [name, dtype]
+      const dtype = binding[1];
+      if (t.dtype !== dtype && (wgslStorageType(t.dtype) !== wgslStorageType(dtype) || gpuByteSize(t.dtype, 2) !== gpuByteSize(dtype, 2))) {
+        throw new DTypeError(`kernel '${program.name}': binding '${binding[0]}' expects ${dtype}, got ${t.dtype} (${t.name ?? 'tensor'})`);
+      }
+      if (t.backend !== this) throw new InputError(`kernel '${program.name}' binding '${binding[0]}': ${t.name ?? 'tensor'} lives on '${t.backend.name}', not on this WebGPU backend`);
+      this.bound[i] = (t.storage as GPUStorage).buf;
+    }
+    return count;
+  }
+
+  /** Records the dispatch of a compiled program on `bound[0..n)`; false when it has no workgroups (nothing recorded). */
+  private record(program: Program, compiled: Compiled, bound: readonly PooledBuffer[], n: number, workgroups: [number, number, number]): boolean {
+    const x = workgroups[0];
+    const y = workgroups[1];
+    const z = workgroups[2];
     const max = this.limits.maxComputeWorkgroupsPerDimension!;
     if (x > max || y > max || z > max) throw new InputError(`kernel '${program.name}': ${workgroups.join('x')} workgroups exceed ${max} per dimension`);
-    if (x === 0 || y === 0 || z === 0) return;
-    const bindGroup = this.bindGroup(compiled, buffers);
+    if (x === 0 || y === 0 || z === 0) return false;
+    const bindGroup = this.bindGroup(compiled, bound, n);
     // a dispatch profiled per kernel gets a pass of its own, for its timestamps; otherwise one pass serves many dispatches
     const profiler = this.profiler?.mode === 'pass' ? undefined : this.profiler;
     const pass = profiler ? this.commandEncoder().beginComputePass(profiler.passDescriptor(program.name)) : this.computePass();
@@ -217,7 +256,7 @@ export class WebGPUBackend implements Backend {
     pass.dispatchWorkgroups(x, y, z);
     if (profiler) pass.end();
     if (++this.passes >= this.maxPassesPerSubmit) this.flush();
-    if (profiler) await profiler.afterPass(program.name);
+    return true;
   }
 
   /** Records a buffer-to-buffer copy of `bytes` (a multiple of 4). */
@@ -234,8 +273,13 @@ export class WebGPUBackend implements Backend {
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = undefined;
     this.passes = 0;
-    for (const b of this.releasedBeforeSubmit.splice(0)) this.pool.giveBack(b);
-    for (const b of this.destroyAfterSubmit.splice(0)) b.destroy();
+    // emptied in place: a copy per submit (splice) is garbage
+    const released = this.releasedBeforeSubmit;
+    for (let i = 0; i < released.length; i++) this.pool.giveBack(released[i]!);
+    released.length = 0;
+    const evicted = this.destroyAfterSubmit;
+    for (let i = 0; i < evicted.length; i++) evicted[i]!.destroy();
+    evicted.length = 0;
     this.profiler?.afterSubmit();
   }
 
@@ -353,13 +397,17 @@ export class WebGPUBackend implements Backend {
     return compiled;
   }
 
-  private bindGroup(compiled: Compiled, buffers: PooledBuffer[]): GPUBindGroup {
-    const key = [compiled.id];
-    for (const b of buffers) key.push(b.id);
+  /** The bind group of `bound[0..n)` for this pipeline, from the cache (a steady decode step creates none). */
+  private bindGroup(compiled: Compiled, bound: readonly PooledBuffer[], n: number): GPUBindGroup {
+    const key = (this.bindKeys[n] ??= new Int32Array(n + 1));
+    key[0] = compiled.id;
+    for (let i = 0; i < n; i++) key[i + 1] = bound[i]!.id;
     let group = this.bindGroups.get(key);
     if (!group) {
-      group = this.device.createBindGroup({ layout: compiled.layout, entries: buffers.map((b, binding) => ({ binding, resource: { buffer: b.buffer } })) });
-      this.bindGroups.set(key, group);
+      const entries: GPUBindGroupEntry[] = [];
+      for (let i = 0; i < n; i++) entries.push({ binding: i, resource: { buffer: bound[i]!.buffer } });
+      group = this.device.createBindGroup({ layout: compiled.layout, entries });
+      this.bindGroups.set(key.slice(), group);
     }
     return group;
   }
@@ -369,23 +417,28 @@ export class WebGPUBackend implements Backend {
     const layout = program.uniformLayout;
     let views = this.uniformScratch.get(layout.size);
     if (!views) this.uniformScratch.set(layout.size, (views = uniformViews(layout.size)));
-    views.u32.fill(0);
-    for (const f of layout.fields) {
+    const { u32, i32, f32 } = views;
+    // padding and unwritten array slots are part of the cache key: zeroed (a loop: the block is a few words)
+    for (let i = 0; i < i32.length; i++) i32[i] = 0;
+    const fields = layout.fields;
+    for (let k = 0; k < fields.length; k++) {
+      const f = fields[k]!;
       const v = values[f.name];
       if (v === undefined) throw new InputError(`kernel '${program.name}': uniform '${f.name}' not given`);
+      const view = f.kind === 'f32' ? f32 : f.kind === 'i32' ? i32 : u32;
       if (typeof v === 'number') {
-        views[f.kind][f.offset / 4] = v;
+        view[f.offset >> 2] = v;
       } else {
         if (v.length > f.count) throw new InputError(`kernel '${program.name}': uniform '${f.name}' has ${v.length} values, room for ${f.count}`);
-        views[f.kind].set(v, f.offset / 4);
+        view.set(v, f.offset >> 2);
       }
     }
-    let buf = this.uniformBuffers.get(views.u32);
+    let buf = this.uniformBuffers.get(i32);
     if (!buf) {
       const buffer = this.createBuffer(layout.size, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, 'uniforms');
-      this.device.queue.writeBuffer(buffer, 0, views.u32);
+      this.device.queue.writeBuffer(buffer, 0, i32);
       buf = { buffer, id: -++this.unpooledIds, capacity: layout.size };
-      this.uniformBuffers.set(views.u32.slice(), buf);
+      this.uniformBuffers.set(i32.slice(), buf);
     }
     return buf;
   }

@@ -1,12 +1,13 @@
 /**
- * A least-recently-used cache keyed by short lists of numbers (a bind group's buffer ids, a uniform buffer's
- * words). Entries are found by a hash of the key and checked against the key they keep, so a lookup builds
- * no key string (a string per dispatch, and hashing it, cost more than the rest of the lookup). Two keys with
- * one hash share a slot: the later replaces the earlier. A hit only stamps its entry; when the cache is full,
- * the least recently used half goes at once.
+ * A least-recently-used cache keyed by short lists of 32-bit words (a bind group's pipeline and buffer ids, a
+ * uniform buffer's words). Entries are found by a hash of the key and checked against the key they keep, so a
+ * lookup builds no key string (a string per dispatch, and hashing it, cost more than the rest of the lookup).
+ * Keys are Int32Arrays only: one array type keeps the hash and compare loops monomorphic. Two keys with one
+ * hash share a slot: the later replaces the earlier. A hit only stamps its entry; when the cache is full, the
+ * least recently used half goes at once.
  */
 export class WordsLru<V> {
-  private readonly entries = new Map<number, { key: ArrayLike<number>; value: V; used: number }>();
+  private readonly entries = new Map<number, { key: Int32Array; value: V; used: number }>();
   private clock = 0;
 
   constructor(
@@ -19,7 +20,7 @@ export class WordsLru<V> {
     return this.entries.size;
   }
 
-  get(key: ArrayLike<number>): V | undefined {
+  get(key: Int32Array): V | undefined {
     const e = this.entries.get(hashWords(key));
     if (!e || !sameWords(e.key, key)) return undefined;
     e.used = ++this.clock;
@@ -27,7 +28,7 @@ export class WordsLru<V> {
   }
 
   /** Adds `value` under `key`, which the cache keeps: the caller must not change it afterwards. */
-  set(key: ArrayLike<number>, value: V): void {
+  set(key: Int32Array, value: V): void {
     const hash = hashWords(key);
     const old = this.entries.get(hash);
     if (old) this.dropped(old.value);
@@ -51,13 +52,13 @@ export class WordsLru<V> {
 }
 
 /** FNV-1a over 32-bit words, cut to 30 bits: a small integer, which a Map hashes without allocating. */
-function hashWords(words: ArrayLike<number>): number {
+function hashWords(words: Int32Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < words.length; i++) h = Math.imul(h ^ words[i]!, 0x01000193);
   return h & 0x3fffffff;
 }
 
-function sameWords(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+function sameWords(a: Int32Array, b: Int32Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;

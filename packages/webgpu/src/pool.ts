@@ -5,7 +5,8 @@
  */
 export function sizeClass(bytes: number): number {
   if (bytes <= 256) return 256;
-  const p = 2 ** Math.floor(Math.log2(bytes));
+  // the largest power of two <= bytes: a shift below 2^31 (every allocation of a decode step), log2 above
+  const p = bytes < 2 ** 31 ? 1 << (31 - Math.clz32(bytes)) : 2 ** Math.floor(Math.log2(bytes));
   const step = p / 4;
   return Math.ceil(bytes / step) * step;
 }
@@ -51,9 +52,11 @@ export class BufferPool {
   giveBack(b: PooledBuffer): void {
     let list = this.free.get(b.capacity);
     if (!list) this.free.set(b.capacity, (list = []));
+    // insertion by shifting (splice would allocate an array of the removed elements per call)
     let i = list.length;
-    while (i > 0 && list[i - 1]!.id < b.id) i--;
-    list.splice(i, 0, b);
+    list.push(b);
+    for (; i > 0 && list[i - 1]!.id < b.id; i--) list[i] = list[i - 1]!;
+    list[i] = b;
     this.freeBytes += b.capacity;
     if (this.freeBytes > this.maxFreeBytes) this.trim(this.maxFreeBytes / 2);
   }

@@ -14,6 +14,15 @@ describe('pure helpers', () => {
     }
   });
 
+  it('size classes step by quarters of the power of two below, past 2^31 too', () => {
+    expect(sizeClass(257)).toBe(320);
+    expect(sizeClass(2 ** 20)).toBe(2 ** 20);
+    expect(sizeClass(2 ** 20 + 1)).toBe(2 ** 20 + 2 ** 18);
+    expect(sizeClass(2 ** 31 - 1)).toBe(2 ** 31);
+    expect(sizeClass(2 ** 31 + 1)).toBe(2 ** 31 + 2 ** 29);
+    expect(sizeClass(5 * 2 ** 32 + 7)).toBe(6 * 2 ** 32);
+  });
+
   it('grid1d covers every invocation within the per-dimension limit', () => {
     expect(grid1d(1000, 256)).toEqual([4, 1, 1]);
     const [x, y] = grid1d(65535 * 256 * 3 + 1, 256);
@@ -108,6 +117,28 @@ describe.runIf(gpu)('WebGPU backend', () => {
     const ints = tensor(new Int32Array([1]), [1], { backend: g });
     await expect(g.run(p, [ints], [empty([1], { backend: g })], {}, [1, 1, 1])).rejects.toThrow(/binding 'x' expects f32, got i32/);
     await expect(g.run(p, [tensor([1], [1])], [empty([1], { backend: g })], {}, [1, 1, 1])).rejects.toThrow(InputError);
+  });
+
+  it('records dispatches issued without awaiting, compiled or not, each with its own buffers and uniforms', async () => {
+    // a program of its own, so the first two dispatches both wait for its pipeline
+    const p = program({ name: 'add-k', inputs: { x: 'f32' }, outputs: { y: 'f32' }, uniforms: { k: 'f32' }, workgroupSize: 4, main: '  if (idx < 4u) { y[idx] = x[idx] + u.k; }' });
+    const x1 = tensor([1, 2, 3, 4], [4], { backend: g });
+    const x2 = tensor([10, 20, 30, 40], [4], { backend: g });
+    for (let round = 0; round < 2; round++) {
+      const y1 = empty([4], { backend: g });
+      const y2 = empty([4], { backend: g });
+      await Promise.all([g.run(p, [x1], [y1], { k: 0.5 }, [1, 1, 1]), g.run(p, [x2], [y2], { k: 100 }, [1, 1, 1])]);
+      expect(Array.from(await y1.data())).toEqual([1.5, 2.5, 3.5, 4.5]);
+      expect(Array.from(await y2.data())).toEqual([110, 120, 130, 140]);
+      y1.dispose();
+      y2.dispose();
+    }
+    // errors of a compiled program's dispatch come back as a rejection too
+    const max = g.limits.maxComputeWorkgroupsPerDimension!;
+    let call: Promise<void> | undefined;
+    expect(() => (call = g.run(p, [x1], [empty([4], { backend: g })], { k: 1 }, [max + 1, 1, 1]))).not.toThrow();
+    await expect(call).rejects.toThrow(/workgroups exceed/);
+    await expect(g.run(p, [x1], [empty([4], { backend: g })], {}, [1, 1, 1])).rejects.toThrow(/uniform 'k' not given/);
   });
 
   it('surfaces uncaptured validation errors at the next sync', async () => {
