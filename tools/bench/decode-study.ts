@@ -3,9 +3,12 @@
  * model, both built by the @phalanx/models presets from a Hugging Face config.json (through parseConfig, so
  * the geometry is explicit below) with random weights, decoding one token at a time at several context lengths.
  *
- * One step = `forward([[id]], { state, lastOnly: true })` + greedy `sample` (reads the next id back), as
- * `generate` does; timed by the wall clock, one step at a time. The GPU time of the same steps (timestamps,
- * every pass summed) is reported beside it, and the host's part: the forward call until it returns (JS,
+ * One step = `forward(id, { state, lastOnly: true })` + greedy `sampleIds` (the id stays on the GPU and is the
+ * next step's input) + the id's read-back, as `generate` does: pipelined, step t + 1 recorded and submitted
+ * before token t is read back (`serialMsPerToken`: each step read back before the next is recorded, the way
+ * PyTorch's loop runs). Timed by the wall clock per step. The GPU time of the same steps is reported beside it,
+ * each dispatch in a pass of its own (timestamps, by kernel: `kernels`) and with dispatches sharing passes as they
+ * run (`gpuInPassMsPerToken`), and the host's part: the forward call until it returns (JS,
  * command encoding, submits), by the wall clock (`hostMsPerToken`) and as the main thread's CPU time
  * (`hostCpuMsPerToken`, less noisy than the wall clock on a busy machine). Per context: median / min / max
  * over the steps of two rounds (the contexts are visited round-robin, so all see the same clocks and memory
@@ -28,11 +31,11 @@
 import { type ModelConfig, expandLayers, parseConfig } from '@phalanx/checkpoint';
 import { type Backend, Rng, type Tensor, empty, tensor } from '@phalanx/core';
 import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights, isQuantized } from '@phalanx/models';
-import { type Int8Weight, type LinearWeight, sample, weightMatrix } from '@phalanx/ops';
+import { type Int8Weight, type LinearWeight, readIds, sampleIds, weightMatrix } from '@phalanx/ops';
 import { appendKv, type KvCache } from '@phalanx/varlen-attention';
 import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
 import { memoryKernel } from './device.js';
-import { type CaseContext, type CaseSpec, type Row, defineCases, gpuMsOf, inputValues, median, timeCall } from './harness.js';
+import { type CaseContext, type CaseSpec, type Row, defineCases, gpuProfileOf, inputValues, median, timeCall } from './harness.js';
 
 /** Llama-3.2-1B's config.json (geometry, RoPE with llama3 scaling, tied embeddings). */
 export const LLAMA_1B = {
@@ -87,7 +90,8 @@ const NOTES = {
   context:
     'context synthesised: llama KV caches filled with random K/V of the context length (appendKv) and the position set; spartacus monoid states set to random [1,H,D,D] values and the position set. Exact for decode time: a step reads every cached key/value (or the fixed-size state) whatever the values, RoPE costs the same at any position, no kernel branches on data. The -real row reaches one context by a real prefill to show it.',
   int8: "int8 rows: the projections (q/k/v/o, gate/up/down; the matrices loadModel's quantize makes int8) as random i8 codes with f16 row scales, read by ops linear; the embedding and norms stay f32, and so does the tied head, which reads the whole f32 embedding table each token",
-  step: 'one step = forward([[id]], {state, lastOnly}) + greedy sample (the next id read back); wall clock per step, steps awaited one by one',
+  step: 'one step = forward(id, {state, lastOnly}) + greedy sampleIds (the id stays on the GPU and feeds the next forward) + its read-back; wall clock per step, pipelined as generate runs (step t + 1 recorded before token t is read back); serialMsPerToken: each step read back before the next is recorded',
+  gpu: 'gpuMsPerToken: every dispatch in a pass of its own (timestamps; kernels: per kernel); gpuInPassMsPerToken: dispatches sharing passes as they run',
   host: 'hostMsPerToken: wall clock of the forward call alone (JS, command encoding, submits; the GPU is not awaited); hostCpuMsPerToken: the main thread CPU time over the same span',
 };
 
@@ -241,41 +245,87 @@ interface HostTimes {
   cpuMs: number[];
 }
 
+/** What the study collects at one context. */
+interface Samples {
+  /** Wall ms per pipelined step. */
+  ms: number[];
+  /** Wall ms per serial step. */
+  serialMs: number[];
+  host: HostTimes;
+  /** GPU ms per token, every dispatch in a pass of its own (timestamps), per round. */
+  gpuMs: number[];
+  /** GPU ms per token with dispatches sharing passes as they run, per round. */
+  inPassMs: number[];
+  /** GPU time by kernel over `gpuTokens` tokens (per-dispatch passes). */
+  kernels: Map<string, { count: number; totalMs: number }>;
+  gpuTokens: number;
+}
+
+/** How a step is awaited: `pipelined` as `generate` runs (step t + 1 recorded before token t is read back), `serial` one step at a time. */
+type StepMode = 'pipelined' | 'serial';
+
 class Stepper {
-  private next: number;
+  /** The last sampled id [1, 1] on the backend; its forward is the next step's. */
+  private ids: Tensor;
+  /** Its read-back, issued when it was sampled. */
+  private reading: Promise<number[]>;
   constructor(
     private readonly net: Network,
     readonly state: DecodeState,
     seed: number,
   ) {
-    this.next = new Rng(seed).int(net.config.vocabSize);
+    this.ids = tensor([new Rng(seed).int(net.config.vocabSize)], [1, 1], { dtype: 'i32', backend: net.backend });
+    this.reading = readIds(this.ids);
   }
 
-  /** One decode step: forward one token, greedy-sample the next (read back). Records the forward call's host time in `host`. */
-  async step(host?: HostTimes): Promise<void> {
+  /** Records the forward of the current id and its greedy sample, and issues the sample's read-back. Records the forward call's host time in `host`. */
+  private async record(host?: HostTimes): Promise<{ ids: Tensor; reading: Promise<number[]> }> {
     const [t0, c0] = [performance.now(), threadCpuMs()];
-    const logits = await this.net.forward([[this.next]], { state: this.state, lastOnly: true });
+    const logits = await this.net.forward(this.ids, { state: this.state, lastOnly: true });
     const [t1, c1] = [performance.now(), threadCpuMs()];
     host?.wallMs.push(t1 - t0);
     if (c0 !== undefined && c1 !== undefined) host?.cpuMs.push(c1 - c0);
     const row = logits.reshape([1, -1]);
     try {
-      this.next = (await sample(row, { temperature: 0 }))[0]!;
+      const drawn = await sampleIds(row, { temperature: 0 });
+      const ids = drawn.reshape([1, 1]);
+      drawn.dispose();
+      return { ids, reading: readIds(ids) };
     } finally {
       row.dispose(); // a view keeps the logits' buffer alive too
       logits.dispose();
     }
   }
 
-  /** Wall-clock ms of each of `n` steps. */
-  async timeSteps(n: number, host?: HostTimes): Promise<number[]> {
+  /**
+   * One decode step. Pipelined: the next step is recorded, then this token is read back (the GPU computes the
+   * next step meanwhile), as `generate` does. Serial: this token is read back before anything else is recorded.
+   */
+  async step(mode: StepMode, host?: HostTimes): Promise<void> {
+    if (mode === 'serial') await this.reading;
+    const next = await this.record(host);
+    if (mode === 'serial') await next.reading;
+    await this.reading;
+    this.ids.dispose();
+    ({ ids: this.ids, reading: this.reading } = next);
+  }
+
+  /** Wall-clock ms of each of `n` steps: from the end of the step before to the end of this one. */
+  async timeSteps(n: number, mode: StepMode, host?: HostTimes): Promise<number[]> {
     const ms: number[] = [];
+    let t0 = performance.now();
     for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      await this.step(host);
-      ms.push(performance.now() - t0);
+      await this.step(mode, host);
+      const t1 = performance.now();
+      ms.push(t1 - t0);
+      t0 = t1;
     }
     return ms;
+  }
+
+  dispose(): void {
+    this.ids.dispose();
+    this.state.dispose();
   }
 }
 
@@ -331,38 +381,50 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, kind: WeightsKind
     await synthesise(model, state, config, 8, backend);
     const s = new Stepper(net, state, 1);
     t0 = performance.now();
-    await s.step();
+    await s.step('serial');
     compileMs = performance.now() - t0;
-    state.dispose();
+    s.dispose();
   }
 
+  /** One round at one context: warm-up, pipelined and serial steps by the wall clock, then the GPU's view of pipelined steps. */
+  const measure = async (s: Stepper, into: Samples): Promise<void> => {
+    await s.timeSteps(warm, 'pipelined');
+    into.ms.push(...(await s.timeSteps(steps, 'pipelined', into.host)));
+    into.serialMs.push(...(await s.timeSteps(steps, 'serial')));
+    if (!ctx.gpu) return;
+    const perDispatch = await gpuProfileOf(ctx.gpu, () => s.timeSteps(gpuSteps, 'pipelined'), 'timestamp');
+    const inPass = await gpuProfileOf(ctx.gpu, () => s.timeSteps(gpuSteps, 'pipelined'), 'pass');
+    if (!perDispatch || !inPass) return;
+    into.gpuMs.push(perDispatch.totalMs / gpuSteps);
+    into.inPassMs.push(inPass.totalMs / gpuSteps);
+    into.gpuTokens += gpuSteps;
+    for (const k of perDispatch.kernels) {
+      const e = into.kernels.get(k.name) ?? { count: 0, totalMs: 0 };
+      e.count += k.count;
+      e.totalMs += k.totalMs;
+      into.kernels.set(k.name, e);
+    }
+  };
+  const stepsPerRound = warm + 2 * steps + 2 * gpuSteps;
+  const newSamples = (): Samples => ({ ms: [], serialMs: [], host: { wallMs: [], cpuMs: [] }, gpuMs: [], inPassMs: [], kernels: new Map(), gpuTokens: 0 });
+
   // states at every context, filled
-  const capacity = (c: number) => c + rounds * (warm + steps + gpuSteps) + 8;
   const steppers: Stepper[] = [];
   for (const [i, c] of contexts.entries()) {
     t0 = performance.now();
-    const state = net.createState(1, capacity(c));
+    const state = net.createState(1, c + rounds * stepsPerRound + 8);
     await synthesise(model, state, config, c, backend);
     steppers.push(new Stepper(net, state, 10 + i));
     ctx.log(`decode ${model}: context ${c} synthesised in ${(performance.now() - t0).toFixed(0)} ms (state ${(state.bytes / 2 ** 20).toFixed(1)} MiB allocated)`);
   }
 
-  const samples: number[][] = contexts.map(() => []);
-  const hosts: HostTimes[] = contexts.map(() => ({ wallMs: [], cpuMs: [] }));
-  const gpu: number[][] = contexts.map(() => []);
+  const samples = contexts.map(newSamples);
   for (let r = 0; r < rounds; r++) {
-    for (const [i, s] of steppers.entries()) {
-      await s.timeSteps(warm);
-      samples[i]!.push(...(await s.timeSteps(steps, hosts[i])));
-      if (ctx.gpu) {
-        const ms = await gpuMsOf(ctx.gpu, () => s.timeSteps(gpuSteps));
-        if (ms !== undefined) gpu[i]!.push(ms / gpuSteps);
-      }
-    }
+    for (const [i, s] of steppers.entries()) await measure(s, samples[i]!);
   }
 
-  const row = (name: string, context: number, ms: number[], host: HostTimes, gpuMs: number[], state: DecodeState, extra: object = {}) => {
-    const med = median(ms);
+  const row = (name: string, context: number, m: Samples, state: DecodeState, extra: object = {}) => {
+    const med = median(m.ms);
     const used = stateBytesUsed(model, config, context);
     // a step reads the weights once and the state (llama: the K/V of the context; spartacus: the states, read and written)
     const readBytes = weightBytesPerToken + (model === 'llama' ? used : 2 * used);
@@ -372,15 +434,18 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, kind: WeightsKind
       context,
       firstMs: compileMs,
       medianMs: med,
-      minMs: Math.min(...ms),
-      maxMs: Math.max(...ms),
+      minMs: Math.min(...m.ms),
+      maxMs: Math.max(...m.ms),
       wallMs: med,
-      gpuMsPerToken: gpuMs.length ? median(gpuMs) : undefined,
-      hostMsPerToken: median(host.wallMs),
-      hostCpuMsPerToken: host.cpuMs.length ? median(host.cpuMs) : undefined,
+      serialMsPerToken: median(m.serialMs),
+      serialMinMs: Math.min(...m.serialMs),
+      gpuMsPerToken: m.gpuMs.length ? median(m.gpuMs) : undefined,
+      gpuInPassMsPerToken: m.inPassMs.length ? median(m.inPassMs) : undefined,
+      hostMsPerToken: median(m.host.wallMs),
+      hostCpuMsPerToken: m.host.cpuMs.length ? median(m.host.cpuMs) : undefined,
       msPerToken: med,
       tokensPerSec: 1000 / med,
-      reps: ms.length,
+      reps: m.ms.length,
       rounds,
       bytes: weightBytesPerToken,
       GBps: weightBytesPerToken / med / 1e6,
@@ -390,25 +455,28 @@ async function decodeStudy(ctx: CaseContext, model: ModelName, kind: WeightsKind
       ofRoofline: copy ? weightBytesPerToken / copy / 1e6 / med : undefined,
       ofRooflineWithState: copy ? readBytes / copy / 1e6 / med : undefined,
       synthesised: true,
-      timing: 'wall per step (forward + greedy sample, awaited)',
+      timing: 'wall per step, pipelined as generate runs (step t + 1 recorded before token t is read back); serialMsPerToken: each step read back before the next is recorded',
+      kernels: m.gpuTokens
+        ? [...m.kernels]
+            .sort((a, b) => b[1].totalMs - a[1].totalMs)
+            .map(([kernel, e]) => ({ name: kernel, perToken: e.count / m.gpuTokens, msPerToken: e.totalMs / m.gpuTokens }))
+        : undefined,
       ...extra,
     });
   };
-  for (const [i, c] of contexts.entries()) row(`decode-${tag}-ctx${c}`, c, samples[i]!, hosts[i]!, gpu[i]!, steppers[i]!.state);
-  for (const s of steppers) s.state.dispose();
+  for (const [i, c] of contexts.entries()) row(`decode-${tag}-ctx${c}`, c, samples[i]!, steppers[i]!.state);
+  for (const s of steppers) s.dispose();
 
   // one context by a real prefill, decoded the same way: should match the synthesised one
   {
-    const state = net.createState(1, realContext + warm + steps + gpuSteps + 8);
+    const state = net.createState(1, realContext + stepsPerRound + 8);
     const ids = Array.from({ length: realContext }, (_, t) => (t * 7919 + 13) % config.vocabSize);
     (await net.forward([ids], { state, lastOnly: true })).dispose();
     const s = new Stepper(net, state, 99);
-    await s.timeSteps(warm);
-    const host: HostTimes = { wallMs: [], cpuMs: [] };
-    const ms = await s.timeSteps(steps, host);
-    const g = ctx.gpu ? await gpuMsOf(ctx.gpu, () => s.timeSteps(gpuSteps)) : undefined;
-    row(`decode-${tag}-ctx${realContext}-real`, realContext, ms, host, g !== undefined ? [g / gpuSteps] : [], state, { synthesised: false });
-    state.dispose();
+    const m = newSamples();
+    await measure(s, m);
+    row(`decode-${tag}-ctx${realContext}-real`, realContext, m, state, { synthesised: false });
+    s.dispose();
   }
 
   // prefill tokens/s vs T (a fresh state per call, logits of the last position only). FLOPs: 2 per

@@ -16,7 +16,7 @@
  * to the device peaks it measured in the same run (`tools/bench/device.ts`).
  */
 import { type Backend, Rng, type Tensor, compareClose, cpu, fallbackCounts, tensor } from '@phalanx/core';
-import { type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
+import { type ProfileReport, type WebGPUBackend, createWebGPUBackend } from '@phalanx/webgpu';
 
 export type BackendName = 'cpu' | 'webgpu';
 
@@ -326,10 +326,13 @@ export async function timeCall(backend: Backend, fn: () => Promise<unknown>, opt
   };
 }
 
-/** GPU ms of the passes `fn` records (timestamps), or undefined without timestamp queries. */
-export async function gpuMsOf(g: WebGPUBackend, fn: () => Promise<unknown>): Promise<number | undefined> {
+/**
+ * The GPU profile of what `fn` records, or undefined without timestamp queries: `timestamp` gives every
+ * dispatch a pass of its own (per-kernel times), `pass` times the passes as they run (dispatches sharing them).
+ */
+export async function gpuProfileOf(g: WebGPUBackend, fn: () => Promise<unknown>, mode: 'timestamp' | 'pass' = 'timestamp'): Promise<ProfileReport | undefined> {
   if (!g.features.has('timestamp-query')) return undefined;
-  const profile = g.profile('timestamp');
+  const profile = g.profile(mode);
   let failed: unknown;
   try {
     await fn();
@@ -339,7 +342,7 @@ export async function gpuMsOf(g: WebGPUBackend, fn: () => Promise<unknown>): Pro
   }
   const report = await profile.stop();
   if (failed) throw failed;
-  return report.totalMs;
+  return report;
 }
 
 /** An [M, N] result at 256 random entries against their float64 values `ref(m, n)`: relative RMSE (NaN fails). */

@@ -2,7 +2,7 @@
 export { type GenerateOptions, type GenerateSummary, type TokenEvent, Generation } from './generate.js';
 export { type LoadModelOptions, type LoadProgressEvent } from './load.js';
 export { Model } from './model.js';
-export { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, Weights } from './network.js';
+export { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, Weights } from './network.js';
 export { PRESETS } from './presets/index.js';
 export { type QuantizeOption, INT8_CLIP_SIGMAS, isQuantized } from './quantize.js';
 export { type ScoreOptions, type ScoreResult, slidingWindows } from './score.js';

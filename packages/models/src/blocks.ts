@@ -2,13 +2,14 @@
  * Layers the presets share, each a few ops from the mechanism packages: token embedding, the logits head,
  * the SwiGLU MLP, and attention that prefills a KV cache or decodes one token from it.
  */
-import { type Backend, InputError, Scratch, type Tensor } from '@phalanx/core';
+import { type Backend, InputError, Scratch, Tensor } from '@phalanx/core';
 import { type LinearWeight, embedding, linear, rmsNorm, softcap, swigluLinear } from '@phalanx/ops';
 import { type KvCache, type ScoreOptions, appendKv, attendStep, createKvCache, varlenAttention } from '@phalanx/varlen-attention';
-import type { DecodeState } from './network.js';
+import type { DecodeState, TokenIds } from './network.js';
 
-/** Rows of the embedding for ids [B][T]: [B, T, hidden] f32. */
-export function embedTokens(weight: Tensor, ids: readonly (readonly number[])[]): Promise<Tensor> {
+/** Rows of the embedding for ids [B][T] (host rows or a tensor on the weight's backend): [B, T, hidden] f32. */
+export function embedTokens(weight: Tensor, ids: TokenIds): Promise<Tensor> {
+  if (ids instanceof Tensor) return embedding(weight, ids);
   return embedding(weight, ids.flat(), { shape: [ids.length, ids[0]!.length] });
 }
 

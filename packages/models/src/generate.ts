@@ -1,5 +1,5 @@
 import { InputError, NumericsError, Rng, type Tensor } from '@phalanx/core';
-import { sample } from '@phalanx/ops';
+import { readIds, sampleIds } from '@phalanx/ops';
 import type { Network } from './network.js';
 import { createTextStream, findStop } from './text-stream.js';
 import type { ChatMessage, Tokenizer } from './tokenizer.js';
@@ -108,45 +108,82 @@ export async function* generateTokens(
   maxContext: number,
   options: GenerateOptions,
 ): AsyncGenerator<TokenEvent, GenerateSummary> {
-  const ids = promptIds(options, tokenizer);
+  const prompt = promptIds(options, tokenizer);
   const { maxNewTokens = 64, temperature = 1, topK = 0, topP = 1, stop = [], signal } = options;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new InputError(`generate: maxNewTokens must be an integer >= 0, got ${maxNewTokens}`);
-  if (ids.length === 0) throw new InputError('generate: the prompt is empty; it needs at least one token (e.g. BOS)');
-  if (ids.length + maxNewTokens > maxContext) {
-    throw new InputError(`generate: prompt (${ids.length} tokens) + maxNewTokens (${maxNewTokens}) exceeds the model's context of ${maxContext} tokens`);
+  if (prompt.length === 0) throw new InputError('generate: the prompt is empty; it needs at least one token (e.g. BOS)');
+  if (prompt.length + maxNewTokens > maxContext) {
+    throw new InputError(`generate: prompt (${prompt.length} tokens) + maxNewTokens (${maxNewTokens}) exceeds the model's context of ${maxContext} tokens`);
   }
   if (stop.length > 0 && !tokenizer) throw new InputError('generate: stop strings need a tokenizer to turn tokens into text');
   const eos = new Set(options.eosTokenIds ?? (tokenizer?.eos.length ? tokenizer.eos : defaultEos));
   const rng = new Rng(options.seed ?? Math.floor(Math.random() * 2 ** 32));
   const stream = tokenizer && createTextStream(tokenizer);
 
-  const state = network.createState(1, ids.length + maxNewTokens);
+  const state = network.createState(1, prompt.length + maxNewTokens);
   const tokenIds: number[] = [];
   let text = '';
   let pending = '';
   let stopReason: GenerateSummary['stopReason'] = 'length';
   let prefillMs = 0;
   let decodeStart = 0;
+  // ids sampled on the device: token t's, and token t + 1's while it is computed ahead (dispose is idempotent)
+  const sampled: Tensor[] = [];
   try {
-    /** The next id from a forward's last logits; non-finite ones (the sampler checks them) are a NumericsError saying where. */
-    const pick = async (logits: Tensor): Promise<number> => {
+    /** The id sampled from a forward's last logits as [1, 1], left on its backend (the logits are disposed). */
+    const sampleNext = async (logits: Tensor): Promise<Tensor> => {
       const rows = logits.reshape([1, -1]); // a view: it holds the storage until it is disposed too
       try {
-        return (await sample(rows, { temperature, topK, topP, rng }))[0]!;
-      } catch (e) {
-        if (!(e instanceof NumericsError)) throw e;
-        const why = 'the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed';
-        throw new NumericsError(`generate: non-finite logits after ${state.position} tokens (${e.message}): ${why}`, { cause: e });
+        const drawn = await sampleIds(rows, { temperature, topK, topP, rng });
+        const ids = drawn.reshape([1, 1]); // [B, T] for the next forward
+        drawn.dispose();
+        sampled.push(ids);
+        return ids;
       } finally {
         rows.dispose();
         logits.dispose();
       }
     };
+    /**
+     * The id read back (issued now, awaited later); non-finite logits after `consumed` tokens (the sampler marks
+     * them) are a NumericsError saying where. Marked handled: a read nobody awaits (generation ended) is no
+     * unhandled rejection.
+     */
+    const readNext = (ids: Tensor, consumed: number): Promise<number> => {
+      const read = readIds(ids).then(
+        (out) => out[0]!,
+        (e: unknown) => {
+          if (!(e instanceof NumericsError)) throw e;
+          const why = 'the weights hold NaN or Infinity (loadModel with checkWeights finds them), or activations overflowed';
+          throw new NumericsError(`generate: non-finite logits after ${consumed} tokens (${e.message}): ${why}`, { cause: e });
+        },
+      );
+      read.catch(() => {});
+      return read;
+    };
     const t0 = performance.now();
-    let next = await pick(await network.forward([ids], { state, lastOnly: true }));
+    let ids = await sampleNext(await network.forward([prompt], { state, lastOnly: true }));
+    let reading = readNext(ids, prompt.length);
+    await reading; // the prefill ends when its token is known
     prefillMs = performance.now() - t0;
     decodeStart = performance.now();
     while (true) {
+      // The forward of token t (which may be the last: its value is not known yet) is recorded and submitted
+      // before token t is read back, so the GPU computes step t + 1 while the host waits for token t, checks it
+      // and yields it. Only a token that can be followed gets one; after an eos, a stop or an abort it is wasted.
+      let ahead: { ids: Tensor; reading: Promise<number> } | undefined;
+      if (tokenIds.length + 1 < maxNewTokens && !signal?.aborted) {
+        let aheadIds: Tensor;
+        try {
+          aheadIds = await sampleNext(await network.forward(ids, { state, lastOnly: true }));
+        } catch (e) {
+          await reading; // token t's NumericsError, if any, is the cause (e.g. a preset that checks ids on the host)
+          throw e;
+        }
+        ahead = { ids: aheadIds, reading: readNext(aheadIds, prompt.length + tokenIds.length + 1) };
+      }
+      const next = await reading;
+      sampled.shift()!.dispose(); // token t's ids: read, and their forward recorded
       if (signal?.aborted) {
         stopReason = 'abort';
         break;
@@ -166,8 +203,8 @@ export async function* generateTokens(
         stopReason = 'stop';
         break;
       }
-      if (tokenIds.length >= maxNewTokens) break; // no forward for a token nobody will read
-      next = await pick(await network.forward([[next]], { state, lastOnly: true }));
+      if (!ahead) break; // maxNewTokens reached
+      ({ ids, reading } = ahead);
     }
     if (stream && stopReason !== 'stop') {
       const rest = pending + stream.flush();
@@ -179,17 +216,18 @@ export async function* generateTokens(
     const decodeMs = performance.now() - decodeStart;
     const decoded = Math.max(tokenIds.length - 1, 0); // the first new token came from the prefill
     return {
-      promptTokens: ids.length,
+      promptTokens: prompt.length,
       tokenIds,
       text,
       stopReason,
       prefillMs,
       decodeMs,
-      prefillTokensPerSecond: ids.length / (prefillMs / 1000),
+      prefillTokensPerSecond: prompt.length / (prefillMs / 1000),
       decodeTokensPerSecond: decoded > 0 ? decoded / (decodeMs / 1000) : 0,
       stateBytes: state.bytes,
     };
   } finally {
+    for (const t of sampled) t.dispose();
     state.dispose();
   }
 }

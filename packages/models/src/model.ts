@@ -1,7 +1,7 @@
 import type { ModelConfig } from '@phalanx/checkpoint';
 import { type Backend, InputError, type Tensor } from '@phalanx/core';
 import { type GenerateOptions, Generation, generateTokens } from './generate.js';
-import { type DecodeState, type Network, checkIds } from './network.js';
+import { type DecodeState, type Network, type TokenIds, checkIds } from './network.js';
 import { type ScoreOptions, type ScoreResult, scoreIds } from './score.js';
 import type { Tokenizer } from './tokenizer.js';
 
@@ -31,9 +31,12 @@ export class Model {
     return this.network.backend;
   }
 
-  /** Logits [B, T, V] (f32, on the model's backend; dispose them) of B whole sequences of equal length. */
-  async forward(inputIds: number[][], options: { state?: DecodeState; lastOnly?: boolean } = {}): Promise<{ logits: Tensor }> {
-    const [, T] = checkIds(inputIds, this.config.vocabSize);
+  /**
+   * Logits [B, T, V] (f32, on the model's backend; dispose them) of B whole sequences of equal length. The ids
+   * may also be an i32 / u32 tensor [B, T] on the model's backend (`TokenIds`), e.g. from `sampleIds`.
+   */
+  async forward(inputIds: TokenIds, options: { state?: DecodeState; lastOnly?: boolean } = {}): Promise<{ logits: Tensor }> {
+    const [, T] = checkIds(inputIds, this.config.vocabSize, 'inputIds', this.backend);
     const total = (options.state?.position ?? 0) + T;
     if (total > this.maxContext) throw new InputError(`forward: ${total} tokens exceed the model's context of ${this.maxContext}`);
     return { logits: await this.network.forward(inputIds, options) };

@@ -24,6 +24,14 @@ export interface NetworkForwardOptions {
 }
 
 /**
+ * Token ids of a forward: rows [B][T] on the host, or an i32 / u32 tensor [B, T] on the network's backend, such
+ * as the ids `sampleIds` leaves on the GPU, so that generation records step t + 1 before token t is read back.
+ * Ids on the device are not range-checked on the host: an id outside the vocabulary embeds as NaN, which the
+ * next sampling reports as a NumericsError.
+ */
+export type TokenIds = readonly (readonly number[])[] | Tensor;
+
+/**
  * A preset's network on one backend: ids in, logits out. Each preset file builds one from its weights.
  * `forward` takes B rows of equal length T. From a fresh state (position 0) any T is a prefill; a state that
  * has consumed tokens takes T = 1 (decode) unless the preset says otherwise.
@@ -34,7 +42,7 @@ export interface Network {
   /** The weights it runs on (`weights.bytes`: what they hold on the backend). */
   readonly weights: Weights;
   /** f32 logits [B, T, V] (or [B, 1, V] with lastOnly). */
-  forward(ids: number[][], options?: NetworkForwardOptions): Promise<Tensor>;
+  forward(ids: TokenIds, options?: NetworkForwardOptions): Promise<Tensor>;
   /** An empty state for `batch` sequences of up to `capacity` tokens (KV caches are sized by it; constant states ignore it). */
   createState(batch: number, capacity: number): DecodeState;
   /** Resolves once the network has read what it needs from its weights (e.g. a variant detected from them), so loading reports a bad checkpoint rather than the first forward. */
@@ -123,8 +131,17 @@ export class Weights {
   }
 }
 
-/** Checks ids [B][T]: a non-empty rectangle of integer ids inside the vocabulary. Returns [B, T]. */
-export function checkIds(ids: readonly (readonly number[])[], vocabSize: number, what = 'inputIds'): [number, number] {
+/**
+ * Checks ids: host rows [B][T] must be a non-empty rectangle of integer ids inside the vocabulary, a tensor an
+ * i32 / u32 [B, T] with B, T >= 1 on `backend`. Returns [B, T].
+ */
+export function checkIds(ids: TokenIds, vocabSize: number, what = 'inputIds', backend?: Backend): [number, number] {
+  if (ids instanceof Tensor) {
+    if (ids.dtype !== 'i32' && ids.dtype !== 'u32') throw new InputError(`${what}: a tensor of ids must be i32 or u32, got ${ids.dtype}`);
+    if (ids.rank !== 2 || ids.size === 0) throw new InputError(`${what}: a tensor of ids must be [B, T] with B, T >= 1, got [${ids.shape.join(', ')}]`);
+    if (backend && ids.backend !== backend) throw new InputError(`${what}: the ids live on '${ids.backend.name}', the network on '${backend.name}'; move them with await ids.to(backend)`);
+    return [ids.shape[0]!, ids.shape[1]!];
+  }
   if (!Array.isArray(ids) || ids.length === 0) throw new InputError(`${what} must be a non-empty list of token id rows`);
   const T = ids[0]!.length;
   if (T === 0) throw new InputError(`${what}[0] is empty; a row needs at least one token`);
@@ -135,6 +152,14 @@ export function checkIds(ids: readonly (readonly number[])[], vocabSize: number,
     });
   });
   return [ids.length, T];
+}
+
+/** Host rows of ids, reading a tensor back (for a preset that needs the values themselves, not just their embeddings). */
+export async function hostIdRows(ids: TokenIds): Promise<number[][]> {
+  if (!(ids instanceof Tensor)) return ids as number[][];
+  const [B, T] = ids.shape as [number, number];
+  const flat = await ids.data();
+  return Array.from({ length: B }, (_, b) => Array.from(flat.subarray(b * T, (b + 1) * T)));
 }
 
 /** Refuses a state of another preset or size. */

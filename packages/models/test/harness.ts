@@ -56,7 +56,7 @@ export async function logitsOf(network: Network, ids: number[][]): Promise<Float
 
 /**
  * Prefill of the first `prefill` tokens, then one token at a time from the state, gives the logits of the
- * full forward at every position.
+ * full forward at every position; the prefill and every other step take their ids as a tensor on the backend.
  */
 export async function expectDecodeMatchesForward(network: Network, ids: number[][], prefill: number, rtol = 1e-4): Promise<void> {
   const [B, T] = [ids.length, ids[0]!.length];
@@ -64,14 +64,21 @@ export async function expectDecodeMatchesForward(network: Network, ids: number[]
   const full = await logitsOf(network, ids);
   const state = network.createState(B, T);
   try {
-    const first = await network.forward(ids.map((r) => r.slice(0, prefill)), { state });
+    // the prefill's ids as a u32 tensor on the network's backend, odd decode steps' as an i32 one (`TokenIds`)
+    const onDevice = (rows: number[][], dtype: 'i32' | 'u32') => tensor(rows.flat(), [rows.length, rows[0]!.length], { dtype, backend: network.backend });
+    const prefillIds = onDevice(ids.map((r) => r.slice(0, prefill)), 'u32');
+    const first = await network.forward(prefillIds, { state });
+    prefillIds.dispose();
     const prefillLogits = await first.data();
     first.dispose();
     for (let b = 0; b < B; b++) {
       assertClose(full.subarray(b * T * V, (b * T + prefill) * V), prefillLogits.subarray(b * prefill * V, (b + 1) * prefill * V), { rtol, name: `prefill logits row ${b}` });
     }
     for (let t = prefill; t < T; t++) {
-      const step = await network.forward(ids.map((r) => [r[t]!]), { state });
+      const rows = ids.map((r) => [r[t]!]);
+      const input = t % 2 === 1 ? onDevice(rows, 'i32') : rows;
+      const step = await network.forward(input, { state });
+      if (input !== rows) input.dispose();
       const got = await step.data();
       step.dispose();
       expect(step.shape).toEqual([B, 1, V]);

@@ -1,4 +1,4 @@
-import { InputError, NumericsError, Rng, ShapeError, type Tensor, assertFloat, formatShape, runKernel } from '@phalanx/core';
+import { InputError, NumericsError, Rng, ShapeError, type Tensor, assertFloat, empty, formatShape, runKernel } from '@phalanx/core';
 import './cpu/sampling.js';
 import './webgpu/sampling.js';
 
@@ -52,6 +52,22 @@ export interface SampleAttrs {
  * kernels one comparison per logit and no extra read-back.
  */
 export async function sample(logits: Tensor, options: SampleOptions = {}): Promise<number[]> {
+  const ids = await sampleIds(logits, options);
+  try {
+    return await readIds(ids, logits.name ?? 'logits');
+  } finally {
+    ids.dispose();
+  }
+}
+
+/**
+ * `sample` without the read-back: the ids as a u32 tensor [rows] where the logits live, for a caller that feeds
+ * them to the next forward before reading them (generation records step t + 1 while step t's id travels back).
+ * The random numbers are drawn from the Rng now, so the order of calls fixes the stream. A row holding NaN or
+ * +Infinity gets NON_FINITE + the index of its first such logit, which `readIds` turns into the NumericsError
+ * (and an embedding turns into NaN rows: no read out of bounds).
+ */
+export async function sampleIds(logits: Tensor, options: SampleOptions = {}): Promise<Tensor> {
   const name = logits.name ?? 'logits';
   const { temperature = 1, topK = 0, topP = 1, seed, rng } = options;
   if (!(temperature >= 0) || !Number.isFinite(temperature)) throw new InputError(`sample ${name}: temperature must be >= 0 and finite, got ${temperature}`);
@@ -60,7 +76,7 @@ export async function sample(logits: Tensor, options: SampleOptions = {}): Promi
   if (seed !== undefined && rng !== undefined) throw new InputError(`sample ${name}: pass seed or rng, not both`);
   if (seed !== undefined && !Number.isInteger(seed)) throw new InputError(`sample ${name}: seed must be an integer, got ${seed}`);
   const { rows, vocab } = rowsOf(name, logits);
-  if (rows === 0) return [];
+  if (rows === 0) return empty([0], { dtype: 'u32', backend: logits.backend });
   let uniforms = new Float64Array(0);
   if (temperature > 0) {
     const source = rng ?? new Rng(seed ?? Math.floor(Math.random() * 2 ** 32));
@@ -68,10 +84,18 @@ export async function sample(logits: Tensor, options: SampleOptions = {}): Promi
   }
   const attrs: SampleAttrs = { rows, vocab, temperature, topK, topP, uniforms };
   const [ids] = await runKernel('sample', [logits], attrs);
-  const out = Array.from(await ids!.data());
-  ids!.dispose();
+  return ids!;
+}
+
+/**
+ * Reads ids made by `sampleIds` back (the tensor stays the caller's): a NumericsError naming the row and index
+ * where a row of `logitsName` held NaN or +Infinity. The read is issued before the first await, so its copy is
+ * recorded right behind the sampling, ahead of anything recorded after this call.
+ */
+export async function readIds(ids: Tensor, logitsName = 'logits'): Promise<number[]> {
+  const out = Array.from(await ids.data());
   const bad = out.findIndex((id) => id >= NON_FINITE);
-  if (bad >= 0) throw new NumericsError(`sample ${name}: row ${bad} holds NaN or +Infinity, first at index ${out[bad]! - NON_FINITE}`);
+  if (bad >= 0) throw new NumericsError(`sample ${logitsName}: row ${bad} holds NaN or +Infinity, first at index ${out[bad]! - NON_FINITE}`);
   return out;
 }
 

@@ -1,7 +1,7 @@
 import { type Backend, type DType, InputError, NumericsError, Rng, ShapeError, cpu, tensor } from '@phalanx/core';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { type SampleOptions, greedy, sample } from '../src/sampling.js';
+import { NON_FINITE, type SampleOptions, greedy, readIds, sample, sampleIds } from '../src/sampling.js';
 
 const { backends } = await testBackends();
 
@@ -187,6 +187,18 @@ describe.each(backends)('sampling on $name', (backend: Backend) => {
     // a negative NaN too (its bits sort below every number)
     const negativeNaN = new Float32Array(new Uint32Array([0x3f800000, 0xffc00000, 0]).buffer);
     await expect(greedy(tensor(negativeNaN, [3], { backend }))).rejects.toThrow(/row 0 holds NaN or \+Infinity, first at index 1/);
+  });
+
+  it('sampleIds leaves the ids where the logits live (u32 [rows]); readIds reads them and reports marked rows', async () => {
+    const logits = tensor([...normals(500, 31), ...normals(500, 32)], [2, 500], { backend, name: 'head' });
+    const ids = await sampleIds(logits, { seed: 4, topK: 10 });
+    expect([ids.backend, ids.dtype, ids.shape]).toEqual([backend, 'u32', [2]]);
+    expect(await readIds(ids)).toEqual(await sample(logits, { seed: 4, topK: 10 }));
+    expect(ids.disposed).toBe(false); // the caller's, e.g. to feed a forward
+    ids.dispose();
+    const marked = tensor([7, NON_FINITE + 12], [2], { dtype: 'u32', backend });
+    await expect(readIds(marked, 'head')).rejects.toThrow(new NumericsError('sample head: row 1 holds NaN or +Infinity, first at index 12'));
+    marked.dispose();
   });
 
   it('refuses bad shapes and options', async () => {

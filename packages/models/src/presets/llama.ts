@@ -11,7 +11,7 @@ import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
 import { type LinearWeight, type RopeOptions, linear, linears, rmsNorm, rope } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
-import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
+import { type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
 
 /** The attention's q/k/v/o projections and biases of one layer (shared with nanohammer). */
 export function attentionTensors(c: LlamaConfig | { hiddenSize: number; numAttentionHeads: number; numKeyValueHeads: number; headDim: number; attentionBias: boolean }): ExpectedTensor[] {
@@ -111,10 +111,10 @@ class LlamaNetwork implements Network {
     return new KvState(batch, Array.from({ length: L }, () => ({ heads, dim })), capacity, this.backend);
   }
 
-  async forward(ids: number[][], options: NetworkForwardOptions = {}): Promise<Tensor> {
+  async forward(ids: TokenIds, options: NetworkForwardOptions = {}): Promise<Tensor> {
     const c = this.config;
     const w = this.w;
-    const [B, T] = checkIds(ids, c.vocabSize);
+    const [B, T] = checkIds(ids, c.vocabSize, 'inputIds', this.backend);
     const state = options.state && checkState(options.state, KvState, B, T, 'one token');
     const position = state?.position ?? 0;
     const eps = c.rmsNormEps;

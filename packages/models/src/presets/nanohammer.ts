@@ -18,7 +18,7 @@ import { holographicIntegral } from '@phalanx/holographic-rope';
 import { linear, rmsNorm } from '@phalanx/ops';
 import { type StateCellParams, stateCell } from '@phalanx/state-cell';
 import { KvState, attend, embedTokens, logitsHead } from '../blocks.js';
-import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
+import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
 import { attentionTensors, headWeight, llamaBodyTensors, llamaKv, llamaMlp, llamaQkv } from './llama.js';
 
 /** The state stream's tensors of a layer. */
@@ -108,10 +108,10 @@ class NanoHammerNetwork implements Network {
     return new NanoHammerState(batch, this.config, capacity, this.backend);
   }
 
-  async forward(ids: number[][], options: NetworkForwardOptions = {}): Promise<Tensor> {
+  async forward(ids: TokenIds, options: NetworkForwardOptions = {}): Promise<Tensor> {
     const c = this.config;
     const w = this.w;
-    const [B, T] = checkIds(ids, c.vocabSize);
+    const [B, T] = checkIds(ids, c.vocabSize, 'inputIds', this.backend);
     const state = options.state && checkState(options.state, NanoHammerState, B, T, 'one token');
     const position = state?.position ?? 0;
     const eps = c.rmsNormEps;

@@ -24,7 +24,7 @@ import { attnOutGate, smearGate, xsaOutGate } from '@phalanx/gated-attention';
 import { XIELU_GOLF_COEFFICIENTS, type XieluCoefficients, lerp, linear, mix, rmsNorm, rope, ropeFrequencies, xielu } from '@phalanx/ops';
 import type { KvCache } from '@phalanx/varlen-attention';
 import { KvState, attend, embedTokens, lastPosition, logitsHead } from '../blocks.js';
-import { type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
+import { type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState, hostIdRows } from '../network.js';
 import { attentionTensors, headWeight } from './llama.js';
 
 /** One virtual layer: the physical layer it runs and what happens to the residual stream around it (3.2). */
@@ -226,8 +226,11 @@ class ParcaeNetwork implements Network {
     return new ParcaeState(batch, this.steps.map((s) => ({ heads, dim, window: this.kinds[s.layer]!.window })), capacity, this.backend);
   }
 
-  async forward(ids: number[][], options: NetworkForwardOptions = {}): Promise<Tensor> {
+  async forward(tokenIds: TokenIds, options: NetworkForwardOptions = {}): Promise<Tensor> {
     const c = this.config;
+    checkIds(tokenIds, c.vocabSize, 'inputIds', this.backend);
+    // the SmearGate restarts at BOS, so the ids are needed on the host: ids on the device are read back (and checked)
+    const ids = await hostIdRows(tokenIds);
     const [B, T] = checkIds(ids, c.vocabSize);
     const state = options.state && checkState(options.state, ParcaeState, B, T, 'one token');
     const position = state?.position ?? 0;

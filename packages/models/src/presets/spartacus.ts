@@ -13,7 +13,7 @@ import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
 import { type DecayVariant, MonoidAttention, type MonoidAttentionResult, type MonoidScanOptions, detectDecayVariant } from '@phalanx/monoid-scan';
 import { rmsNorm } from '@phalanx/ops';
 import { embedTokens, logitsHead } from '../blocks.js';
-import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type Weights, checkIds, checkState } from '../network.js';
+import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
 import { headWeight, llamaBodyTensors, llamaMlp } from './llama.js';
 
 /** MonoidAttention's tensors of one layer (docs/checkpoint-layouts.md); decay_proj's shape follows decay_variant, either when it is absent. */
@@ -82,10 +82,10 @@ export class SpartacusNetwork implements Network {
     return new MonoidState(batch);
   }
 
-  async forward(ids: number[][], options: NetworkForwardOptions = {}): Promise<Tensor> {
+  async forward(ids: TokenIds, options: NetworkForwardOptions = {}): Promise<Tensor> {
     const c = this.config;
     const w = this.w;
-    const [B, T] = checkIds(ids, c.vocabSize);
+    const [B, T] = checkIds(ids, c.vocabSize, 'inputIds', this.backend);
     // the scan continues from any state with any T: no one-token rule as for a KV cache
     const state = options.state && checkState(options.state, MonoidState, B, T, 'any');
     const attention = await this.attentions();
