@@ -1,11 +1,10 @@
 /**
  * Quantized linear benchmark cases (component `quantizer`): y = x W^T with W held as int8 codes (ops `linear`,
  * one byte per weight) or packed 8/7/6/4-bit codes (the 'packedLinear' kernels), each with f16 row scales.
- * Run by tools/bench: `npx phalanx bench quantizer [--quick] [--case NAME]... [--packed-gemv RxLxU[xT][w][d]]
+ * Run by tools/bench: `npx phalanx bench quantizer [--quick] [--case NAME]... [--packed-gemv RxLxU[xT][w]]
  * [--packed-tile BMxBNxBKxTMxTN]` (the last two try other shapes of the packed kernels on WebGPU; a trailing
  * `w`, e.g. `16x64x1x4w`, loads each lane's codes as vec4<u32> of 4 groups at 2, 4 and 8 bits, and is
- * dropped for the other widths; a trailing `d`, e.g. `32x32x1x4wd`, has each lane read its x from global
- * memory instead of the workgroup staging it, no barrier in the K loop, `PackedGemvShape.directX`; untimed).
+ * dropped for the other widths).
  *
  * Each case times its f32 counterpart (f32 weights of the same shape through `linear`) in the same process,
  * after making its codes and right before timing it (each after the harness's 300 ms of warm-up): the row's
@@ -53,16 +52,16 @@ export const cases = defineCases('quantizer', [
 ]);
 
 /**
- * `--packed-gemv RxLxU[xT][w][d]` (T rows per thread, default 1; w: wide loads; d: x read directly, either
- * order) and `--packed-tile BMxBNxBKxTMxTN`, or the defaults.
+ * `--packed-gemv RxLxU[xT][w]` (T rows per thread, default 1; w: wide loads) and `--packed-tile
+ * BMxBNxBKxTMxTN`, or the defaults.
  */
 function shapesOf(ctx: CaseContext): PackedShapes {
-  const [, sizes = '', flags = ''] = /^(.*?)([wd]*)$/.exec(ctx.option('packed-gemv') ?? '')!;
-  const [wide, directX] = [flags.includes('w'), flags.includes('d')];
-  const [rowsPerGroup, lanes, unroll, rowsPerThread] = sizes.split('x').map(Number);
+  const gemv = ctx.option('packed-gemv') ?? '';
+  const wide = gemv.endsWith('w');
+  const [rowsPerGroup, lanes, unroll, rowsPerThread] = (wide ? gemv.slice(0, -1) : gemv).split('x').map(Number);
   const [BM, BN, BK, TM, TN] = (ctx.option('packed-tile') ?? '').split('x').map(Number);
   return {
-    gemv: rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll, rowsPerThread: rowsPerThread || 1, wide, ...(directX ? { directX } : {}) } : undefined,
+    gemv: rowsPerGroup && lanes && unroll ? { rowsPerGroup, lanes, unroll, rowsPerThread: rowsPerThread || 1, wide } : undefined,
     tile: BM && BN && BK && TM && TN ? { BM, BN, BK, TM, TN } : undefined,
   };
 }

@@ -51,15 +51,6 @@ export interface PackedGemvShape {
    * 4 times the codes in flight per load. Untimed so far.
    */
   wide?: boolean;
-  /**
-   * Aligned path: each lane loads the x vec4s of its own units straight from global memory into registers
-   * (one slice ahead, as the codes; threads sharing a unit of x hit L1/L2) instead of the workgroup staging
-   * each slice of x in workgroup memory, so the K loop has no barrier. The lanes' sums are then added by
-   * subgroup shuffles where `packedGemvProgram` is told the device's subgroup size and `lanes` fits in it,
-   * else in workgroup memory as usual. Costs registers: rows of x x `unroll` x (codes per unit / 4) vec4s,
-   * twice over. Untimed so far.
-   */
-  directX?: boolean;
 }
 
 /**
@@ -82,34 +73,16 @@ function wideRefusal(bits: number, K: number): string | undefined {
 /** Workgroup memory of the aligned GEMV, in vec4 slots: WebGPU's guaranteed 16 KiB. */
 const GEMV_SLOTS = 1024;
 
-/**
- * The aligned GEMV's layout in workgroup memory for `rows` rows of x (see packedGemvProgram): the staged x
- * (none with `directX`) and the lanes' partial sums (none when subgroup shuffles add them, `shuffleSum`).
- */
-function gemvLayout(bits: number, rows: number, shape: PackedGemvShape, shuffleSum = false) {
+/** The aligned GEMV's layout in workgroup memory for `rows` rows of x (see packedGemvProgram). */
+function gemvLayout(bits: number, rows: number, shape: PackedGemvShape) {
   const Q = gemvUnit(bits, shape).codes / 4; // vec4s of x per unit
   const S = Q > 1 ? Q + 1 : 1; // slots per unit in workgroup memory: one of padding (no bank conflicts)
   const R = shape.rowsPerThread ?? 1;
   const threads = (shape.rowsPerGroup / R) * shape.lanes;
-  const xSlots = shape.directX ? 0 : shape.lanes * shape.unroll * S; // per row of x
-  const red = shuffleSum ? 0 : threads * Math.ceil(R / 4); // partial sums of one row of x, 4 output rows per slot
-  const mPass = red ? Math.max(1, Math.min(rows, Math.floor(GEMV_SLOTS / red))) : rows;
+  const xSlots = shape.lanes * shape.unroll * S; // per row of x
+  const red = threads * Math.ceil(R / 4); // partial sums of one row of x, 4 output rows per slot
+  const mPass = Math.max(1, Math.min(rows, Math.floor(GEMV_SLOTS / red)));
   return { Q, S, R, threads, xSlots, red, mPass, slots: Math.max(rows * xSlots, mPass * red) };
-}
-
-/**
- * Whether a GEMV of `shape` adds its lanes' sums by subgroup shuffles on a device whose smallest subgroup has
- * `subgroupSize` invocations (0: no 'subgroups' feature): `directX` shapes whose lanes fit in one subgroup.
- */
-function gemvShuffleSum(shape: PackedGemvShape, subgroupSize: number): boolean {
-  return !!shape.directX && (shape.lanes === 1 || shape.lanes <= subgroupSize);
-}
-
-/** The smallest subgroup size of the backend's device where it has the 'subgroups' feature, else 0. */
-export function gemvSubgroupSize(backend: WebGPUBackend): number {
-  if (!backend.features.has('subgroups')) return 0;
-  const device = backend.device as { adapterInfo?: { subgroupMinSize?: number } } | undefined;
-  return device?.adapterInfo?.subgroupMinSize ?? 0;
 }
 
 /**
@@ -213,30 +186,24 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
  *    is read from global memory once per workgroup. Codes are cut out with constant shifts; the last slice
  *    may run past the row (its units are clamped into the row and meet x = 0), and rows past N are clamped
  *    and not stored. Lanes' partial sums are added in workgroup memory.
- *    With `shape.directX` each lane loads the x of its own units (one slice ahead) instead, with no staging
- *    and no barrier in the loop; its lanes' sums are added by `subgroupShuffleXor` where `subgroupSize` (the
- *    device's smallest subgroup, 0 without the 'subgroups' feature: `gemvSubgroupSize`) holds `lanes`. That
- *    assumes subgroups made of consecutive local invocation ids in order, as NVIDIA's (32) and lavapipe's are
- *    (the subgroup prefill of @phalanx/varlen-attention assumes the same).
  *  - otherwise rows start anywhere in a word: each lane takes every `lanes`-th code of its row through
  *    `code(p)`, and the width is a uniform (one shader for every width).
  */
-export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, K: number, shape: PackedGemvShape, subgroupSize = 0): Program {
-  const { rowsPerGroup, lanes, unroll, wide, directX } = shape;
+export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, K: number, shape: PackedGemvShape): Program {
+  const { rowsPerGroup, lanes, unroll, wide } = shape;
   if (!(lanes > 0 && (lanes & (lanes - 1)) === 0)) throw new InputError(`packed GEMV: lanes must be a power of two, got ${lanes}`);
   const refusal = wide ? wideRefusal(bits, K) : undefined;
   if (refusal) throw new InputError(`packed GEMV: ${refusal}`);
   if (!alignedRows(K, bits)) return unalignedGemvProgram(xDType, post, rows, shape);
-  const shuffleSum = gemvShuffleSum(shape, subgroupSize);
-  const L = gemvLayout(bits, rows, shape, shuffleSum);
+  const L = gemvLayout(bits, rows, shape);
   const { Q, S, R, threads, xSlots, mPass, slots } = L;
-  const name = `${rowsPerGroup}x${lanes}x${unroll}x${R}${wide ? 'w' : ''}${directX ? 'd' : ''}`;
+  const name = `${rowsPerGroup}x${lanes}x${unroll}x${R}${wide ? 'w' : ''}`;
   if (!(Number.isInteger(rowsPerGroup / R) && rowsPerGroup >= R && unroll >= 1 && Number.isInteger(unroll))) {
     throw new InputError(`packed GEMV: ${rowsPerGroup} rows per workgroup, ${R} per thread, unroll ${unroll}`);
   }
   if (slots > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${name} needs ${slots * 16} bytes of workgroup memory for ${rows} rows`);
   const ep = epilogue(post);
-  return cached(`quantizer:gemv:${xDType}:${ep.key}:${bits}:${rows}:aligned:${name}${shuffleSum ? ':sg' : ''}`, () => {
+  return cached(`quantizer:gemv:${xDType}:${ep.key}:${bits}:${rows}:aligned:${name}`, () => {
     const { words: G, codes: P, vec: V } = gemvUnit(bits, shape);
     const XV = lanes * unroll * Q; // vec4s of x per slice and row of x
     const LU = lanes * unroll;
@@ -252,56 +219,56 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
         .join('\n    ');
     const x4 = (m: string, k4: string) =>
       vecX ? `x[${m} * K4 + ${k4}]` : `vec4<f32>(load_x(${m} * u.K + ${k4} * 4u), load_x(${m} * u.K + ${k4} * 4u + 1u), load_x(${m} * u.K + ${k4} * 4u + 2u), load_x(${m} * u.K + ${k4} * 4u + 3u))`;
-    const X = directX ? directXSlices(x4, rows, lanes, unroll, Q) : stagedXSlices(x4, rows, threads, lanes, Q, S, xSlots, XV);
     const compute = Ur.map(
       (j) => `{
-      ${X.unit(j)}
+      let xb = (${j * lanes}u + lane) * ${S}u;
       ${Qr.map(
         (q) => `{
-        ${Mr.map((m) => `let x${m} = ${X.at(m, j, q)};`).join(' ')}
+        ${Mr.map((m) => `let x${m} = sh[${m * xSlots}u + xb + ${q}u];`).join(' ')}
         ${Rr.map((r) => `{ let d = ${groupCodes4(word('w', r, j), 4 * q, bits)}; ${Mr.map((m) => `acc${m}_${r} = fma(d, x${m}, acc${m}_${r});`).join(' ')} }`).join('\n        ')}
       }`,
       ).join('\n      ')}
     }`,
     ).join('\n    ');
+    // x of the slice at unit `g`: element e = lid.x + i * threads of [rows][XV], into registers `p`0.. (0 past K)
+    const total = rows * XV;
+    const E = range(Math.ceil(total / threads));
+    const guard = (i: number) => ((i + 1) * threads <= total ? '' : ` && lid.x + ${i * threads}u < ${total}u`);
+    const xload = (p: string, g: string) =>
+      E.map((i) => `{ let e = lid.x + ${i * threads}u; let k4 = ${g} * ${Q}u + e % ${XV}u; ${p}${i} = select(vec4<f32>(0.0), ${x4(`(e / ${XV}u)`, `min(k4, K4 - 1u)`)}, k4 < K4${guard(i)}); }`)
+        .join('\n    ');
+    const stageIndex = (ii: string) => (S === 1 ? ii : `${ii} / ${Q}u * ${S}u + ${ii} % ${Q}u`);
+    const xstore = (p: string) =>
+      E.map((i) => {
+        const st = `{ let e = lid.x + ${i * threads}u; sh[e / ${XV}u * ${xSlots}u + ${stageIndex(`(e % ${XV}u)`)}] = ${p}${i}; }`;
+        return guard(i) ? `if (lid.x + ${i * threads}u < ${total}u) ${st}` : st;
+      }).join('\n    ');
+    const xdecl = (p: string) => E.map((i) => `var ${p}${i}: vec4<f32>;`).join(' ');
     // weights and x of the next slice are loaded into registers while the current slice is multiplied
     const body = `${loads('w', 'g0', 'var ')}
-  ${X.decl('xr')} ${X.decl('xn')}
-  ${X.load('xr', 'g0')}
+  ${xdecl('xr')} ${xdecl('xn')}
+  ${xload('xr', 'g0')}
   loop {
-    ${X.stage('xr')}
+    ${xstore('xr')}
+    workgroupBarrier();
     let g1 = g0 + ${LU}u;
     ${loads('n', 'g1', 'let ')}
-    ${X.load('xn', 'g1')}
+    ${xload('xn', 'g1')}
     ${compute}
-    ${X.staged ? 'workgroupBarrier();\n    ' : ''}if (g1 >= C) { break; }
+    workgroupBarrier();
+    if (g1 >= C) { break; }
     ${Rr.flatMap((r) => Ur.flatMap((j) => Tr.map((t) => `w${r}_${j}_${t} = n${r}_${j}_${t};`))).join(' ')}
-    ${X.next}
+    ${E.map((i) => `xr${i} = xn${i};`).join(' ')}
     g0 = g1;
   }`;
-    const hsum = (m: number, r: number) => (r < R ? `dot(acc${m}_${r}, ${codeScales(bits)})` : '0.0');
-    const sums = (m: number, rq: number) => `vec4<f32>(${range(4).map((c) => hsum(m, 4 * rq + c)).join(', ')})`;
-    // lane 0 stores output rows 4rq..4rq+3 of row m of x from `sum(m, rq)`
-    const store = (ms: number[], sum: (mi: number, rq: number) => string) => `if (lane == 0u) {
-    ${ms.flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${ep.apply(`${sum(mi, r >> 2)}.${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`)).join('\n    ')}
-  }`;
-    // lanes l and l ^ s sit in one subgroup for every s < lanes: a butterfly leaves every lane the sum
-    const shuffleReduce = () => {
-      const each = (f: (m: number, rq: number) => string) => Mr.flatMap((m) => range(RQ).map((rq) => f(m, rq)));
-      return `${each((m, rq) => `var sum${m}_${rq} = ${sums(m, rq)};`).join(' ')}
-  ${range(Math.log2(lanes))
-    .map((b) => each((m, rq) => `sum${m}_${rq} += subgroupShuffleXor(sum${m}_${rq}, ${2 ** b}u);`).join(' '))
-    .join('\n  ')}
-  ${store(Mr, (m, rq) => `sum${m}_${rq}`)}`;
-    };
     // partial sums, a pass of mPass rows of x at a time: slot (mi * RQ + rq) * threads + lid.x holds rows 4rq..4rq+3
-    const treeReduce = () =>
-      range(Math.ceil(rows / mPass))
-        .map((p) => Mr.slice(p * mPass, (p + 1) * mPass))
-        .map((ms, p) => {
-          const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
-          const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
-          return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = ${sums(m, rq)};`).join('\n  ')}
+    const passes = range(Math.ceil(rows / mPass)).map((p) => Mr.slice(p * mPass, (p + 1) * mPass));
+    const hsum = (m: number, r: number) => (r < R ? `dot(acc${m}_${r}, ${codeScales(bits)})` : '0.0');
+    const reduce = passes
+      .map((ms, p) => {
+        const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
+        const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
+        return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = vec4<f32>(${range(4).map((c) => hsum(m, 4 * rq + c)).join(', ')});`).join('\n  ')}
   workgroupBarrier();
   for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
     if (lane < s) {
@@ -309,18 +276,21 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
     }
     workgroupBarrier();
   }
-  ${store(ms, (mi, rq) => `sh[${slot(mi, rq)}]`)}`;
-        })
-        .join('\n  ');
+  if (lane == 0u) {
+    ${ms
+      .flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${ep.apply(`sh[${slot(mi, r >> 2)}].${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`))
+      .join('\n    ')}
+  }`;
+      })
+      .join('\n  ');
     return program({
       name: 'packedLinear',
-      enables: shuffleSum && lanes > 1 ? ['subgroups'] : undefined,
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
       outputs: { out: 'f32' },
       views: { codes: V > 1 ? 'vec4<u32>' : 'u32', ...(vecX ? { x: 'vec4<f32>' } : {}) },
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
-      helpers: slots > 0 ? `var<workgroup> sh: array<vec4<f32>, ${slots}>;` : undefined,
+      helpers: `var<workgroup> sh: array<vec4<f32>, ${slots}>;`,
       main: `  let lane = lid.x % ${lanes}u;
   let nBase = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + lid.x / ${lanes}u * ${R}u;
   let C = u.K / ${P}u;
@@ -330,74 +300,9 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
   ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = vec4<f32>(0.0);`)).join(' ')}
   var g0 = 0u;
   ${body}
-  ${shuffleSum ? shuffleReduce() : treeReduce()}`,
+  ${reduce}`,
     });
   });
-}
-
-/**
- * Where the aligned GEMV's loop gets x: `decl(p)` declares the registers `p`.., `load(p, g)` fills them for
- * the slice at unit `g` (0 past K), `stage(p)` moves them to workgroup memory (followed by a barrier),
- * `unit(j)` opens unrolled unit j of the multiply and `at(m, j, q)` is its vec4 q of row m of x, and `next`
- * moves the registers of the next slice (xn..) to the current ones (xr..). `staged`: the loop ends with a
- * barrier (the slice's x must be read before the next is stored).
- */
-interface GemvXSlices {
-  decl: (p: string) => string;
-  load: (p: string, g: string) => string;
-  stage: (p: string) => string;
-  unit: (j: number) => string;
-  at: (m: number, j: number, q: number) => string;
-  next: string;
-  staged: boolean;
-}
-
-type X4 = (m: string, k4: string) => string;
-
-/**
- * x staged in workgroup memory: element e = lid.x + i * threads of the slice's [rows][XV] vec4s goes through
- * register i, each unit's Q vec4s in S slots (a padding slot after them when Q > 1).
- */
-function stagedXSlices(x4: X4, rows: number, threads: number, lanes: number, Q: number, S: number, xSlots: number, XV: number): GemvXSlices {
-  const total = rows * XV;
-  const E = range(Math.ceil(total / threads));
-  const guard = (i: number) => ((i + 1) * threads <= total ? '' : ` && lid.x + ${i * threads}u < ${total}u`);
-  const stageIndex = (ii: string) => (S === 1 ? ii : `${ii} / ${Q}u * ${S}u + ${ii} % ${Q}u`);
-  return {
-    decl: (p) => E.map((i) => `var ${p}${i}: vec4<f32>;`).join(' '),
-    load: (p, g) =>
-      E.map((i) => `{ let e = lid.x + ${i * threads}u; let k4 = ${g} * ${Q}u + e % ${XV}u; ${p}${i} = select(vec4<f32>(0.0), ${x4(`(e / ${XV}u)`, `min(k4, K4 - 1u)`)}, k4 < K4${guard(i)}); }`)
-        .join('\n    '),
-    stage: (p) =>
-      `${E.map((i) => {
-        const st = `{ let e = lid.x + ${i * threads}u; sh[e / ${XV}u * ${xSlots}u + ${stageIndex(`(e % ${XV}u)`)}] = ${p}${i}; }`;
-        return guard(i) ? `if (lid.x + ${i * threads}u < ${total}u) ${st}` : st;
-      }).join('\n    ')}
-    workgroupBarrier();`,
-    unit: (j) => `let xb = (${j * lanes}u + lane) * ${S}u;`,
-    at: (m, _j, q) => `sh[${m * xSlots}u + xb + ${q}u]`,
-    next: E.map((i) => `xr${i} = xn${i};`).join(' '),
-    staged: true,
-  };
-}
-
-/** x loaded by each lane for its own units (unit v = g + j * lanes + lane, 0 past K) into registers `p`m_j_q. */
-function directXSlices(x4: X4, rows: number, lanes: number, unroll: number, Q: number): GemvXSlices {
-  const [Mr, Ur, Qr] = [range(rows), range(unroll), range(Q)];
-  const regs = (f: (m: number, j: number, q: number) => string) => Mr.flatMap((m) => Ur.flatMap((j) => Qr.map((q) => f(m, j, q))));
-  return {
-    decl: (p) => regs((m, j, q) => `var ${p}${m}_${j}_${q}: vec4<f32>;`).join(' '),
-    load: (p, g) =>
-      Ur.map(
-        (j) =>
-          `{ let v = ${g} + ${j * lanes}u + lane; let k4 = min(v, cl) * ${Q}u; ${Mr.flatMap((m) => Qr.map((q) => `${p}${m}_${j}_${q} = select(vec4<f32>(0.0), ${x4(`${m}u`, q ? `(k4 + ${q}u)` : 'k4')}, v < C);`)).join(' ')} }`,
-      ).join('\n    '),
-    stage: () => '',
-    unit: () => '',
-    at: (m, j, q) => `xr${m}_${j}_${q}`,
-    next: regs((m, j, q) => `xr${m}_${j}_${q} = xn${m}_${j}_${q};`).join(' '),
-    staged: false,
-  };
 }
 
 /** The GEMV of rows that start anywhere in a word (K not a multiple of the group's codes). */
@@ -531,7 +436,7 @@ export async function runPackedLinear(backend: WebGPUBackend, inputs: Tensor[], 
     // a shape to try applies to the aligned path (the benchmark's shapes), without its wide loads where they
     // cannot read these rows (one --packed-gemv for every width); the other path keeps its default
     const shape = (tried && (tried.wide && wideRefusal(bits, K) ? { ...tried, wide: false } : tried)) || defaultPackedGemv(bits, K, M, N);
-    const prog = packedGemvProgram(x.dtype, post, bits, M, K, shape, shape.directX ? gemvSubgroupSize(backend) : 0);
+    const prog = packedGemvProgram(x.dtype, post, bits, M, K, shape);
     await backend.run(prog, inputs, [out], { N, K, bits }, grid1d(N, shape.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return;
   }
