@@ -7,13 +7,14 @@ import { cases as attention } from '../../packages/varlen-attention/bench/attent
 import { cases as holographic } from '../../packages/holographic-rope/bench/integral.js';
 import { cases as scan } from '../../packages/monoid-scan/bench/scan.js';
 import { cases as ops } from '../../packages/ops/bench/matmul.js';
+import { cases as sampling } from '../../packages/ops/bench/sampling.js';
 import { cases as quantizer } from '../../packages/quantizer/bench/quantized-linear.js';
 import { cases as cell } from '../../packages/state-cell/bench/cell.js';
 import { cases as decode } from './decode-study.js';
 import { cases as device } from './device.js';
 import type { BenchCase } from './harness.js';
 
-export const ALL_CASES: BenchCase[] = [...device, ...ops, ...scan, ...attention, ...holographic, ...cell, ...quantizer, ...decode];
+export const ALL_CASES: BenchCase[] = [...device, ...ops, ...sampling, ...scan, ...attention, ...holographic, ...cell, ...quantizer, ...decode];
 
 /**
  * The PyTorch counterpart of each component (tools/reference/, run on the same GPU in the same call). Each

@@ -43,9 +43,10 @@ export interface SampleAttrs {
  *    (in index order) whose running sum of w exceeds u * sum(w): an inverse-CDF draw from the renormalised
  *    distribution.
  *
- * The CPU computes this in float64 (sorting for the thresholds), the GPU in f32 in one dispatch with one
- * workgroup per row (each threshold by bisection over the logits' order-preserving bit patterns, a pass over
- * the row per step that counts tokens for top-k and sums kept mass for top-p). Both draw u on the host from
+ * The CPU computes this in float64 (sorting for the thresholds), the GPU in f32 in two dispatches: the argmax
+ * over chunks of 1024 logits in workgroups of their own, then one workgroup per row for the rest (each
+ * threshold by bisection over the logits' order-preserving bit patterns, a pass over the row per step that
+ * counts tokens for top-k and sums kept mass for top-p). Both draw u on the host from
  * the same Rng, so they agree on the distribution and, except at rounding boundaries, on each id.
  * -Infinity masks a token (a row needs one finite logit). A NaN or +Infinity logit (a model whose weights or
  * activations went non-finite) is a NumericsError naming the row and the first such index: checking costs the

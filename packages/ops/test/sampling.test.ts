@@ -76,6 +76,20 @@ describe.each(backends)('sampling on $name', (backend: Backend) => {
     expect(await greedy(tensor([-1, -0, 0], [3], { backend }))).toEqual([1]);
   });
 
+  it('greedy over rows of several argmax chunks (1024 logits each): ties across chunks, NaN in a later chunk', async () => {
+    const vocab = 4099; // 5 chunks, the last one short
+    const values = normals(3 * vocab, 5).map((v) => Math.round(v * 2) / 2);
+    values[3000] = 9; // row 0: tied maxima in chunks 2 and 0, the first wins
+    values[1023] = 9;
+    values[vocab + 4098] = 9; // row 1: in the short last chunk
+    values[2 * vocab + 3100] = NaN; // row 2: NaN in chunks 3 and 2, the first is reported
+    values[2 * vocab + 2100] = NaN;
+    const logits = tensor(values, [3, vocab], { backend, name: 'head' });
+    await expect(greedy(logits)).rejects.toThrow(new NumericsError('sample head: row 2 holds NaN or +Infinity, first at index 2100'));
+    const finite = tensor(values.slice(0, 2 * vocab), [2, vocab], { backend });
+    expect(await greedy(finite)).toEqual([1023, 4098]);
+  });
+
   it('topK = 1 is greedy', async () => {
     const logits = tensor(normals(40 * 37, 2), [40, 37], { backend });
     expect(await sample(logits, { topK: 1, temperature: 3, seed: 1 })).toEqual(await greedy(logits));

@@ -5,15 +5,10 @@ import { NON_FINITE, type SampleAttrs } from '../sampling.js';
 /** Counts are summed as f32, exact up to 2^24. */
 const MAX_VOCAB = 2 ** 24;
 
-const HELPERS = /* wgsl */ `
-/** One pass of a threshold search: F(mid), the smallest key >= mid and the largest key < mid. */
-struct Step { f: f32, above: u32, below: u32 }
-
-var<workgroup> steps: array<Step, WG_X>;
+/** Order-preserving keys and the workgroup argmax: what the argmax pass and the sampling pass share. */
+const ARGMAX_HELPERS = /* wgsl */ `
 var<workgroup> red_key: array<u32, WG_X>;
 var<workgroup> red_idx: array<u32, WG_X>;
-var<workgroup> scan: array<f32, WG_X>;
-var<workgroup> winner: atomic<u32>;
 
 /** Order-preserving u32 key of an f32 (larger float, larger key; -0 is 0), so thresholds are searched as integers. */
 fn key_of(v: f32) -> u32 {
@@ -26,9 +21,6 @@ fn non_finite(v: f32) -> bool {
   let b = bitcast<u32>(v);
   return (b & 0x7f800000u) == 0x7f800000u && b != 0xff800000u;
 }
-
-/** exp(z - zmax), z = x / temperature, for a token whose key is >= minKey, else 0. */
-fn weight(x: f32, zmax: f32, minKey: u32) -> f32 { return select(0.0, exp(x / u.temperature - zmax), key_of(x) >= minKey); }
 
 /** The index of the largest key over the workgroup, lowest index on ties. */
 fn argmax_all(l: u32, k: u32, i: u32) -> u32 {
@@ -47,7 +39,18 @@ fn argmax_all(l: u32, k: u32, i: u32) -> u32 {
     workgroupBarrier();
   }
   return workgroupUniformLoad(&red_idx[0]);
-}
+}`;
+
+const HELPERS = /* wgsl */ `
+/** One pass of a threshold search: F(mid), the smallest key >= mid and the largest key < mid. */
+struct Step { f: f32, above: u32, below: u32 }
+
+var<workgroup> steps: array<Step, WG_X>;
+var<workgroup> scan: array<f32, WG_X>;
+var<workgroup> winner: atomic<u32>;
+
+/** exp(z - zmax), z = x / temperature, for a token whose key is >= minKey, else 0. */
+fn weight(x: f32, zmax: f32, minKey: u32) -> f32 { return select(0.0, exp(x / u.temperature - zmax), key_of(x) >= minKey); }
 
 fn reduce_step(l: u32, v: Step) -> Step {
   steps[l] = v;
@@ -91,16 +94,62 @@ fn search(l: u32, base: u32, lo0: u32, hi0: u32, goal: f32, counts: bool, zmax: 
   return lo;
 }`;
 
-/** One workgroup per row: argmax, the top-k and top-p thresholds, then the inverse-CDF pick (see `sample`). */
+/** Logits per workgroup of the argmax pass: 4 per invocation, so a 128K vocabulary spreads over ~125 workgroups. */
+const ARGMAX_CHUNK = 1024;
+/** At most this many chunks per row (longer rows take longer chunks), so the sampling pass reads few per invocation. */
+const MAX_CHUNKS = 1024;
+
+/**
+ * The argmax pass, one workgroup per `chunk` logits of a row: each writes the largest key of its chunk and
+ * its lowest index to chunk_best[2 p], [2 p + 1] (p = row * chunks + chunk). A NaN or +Infinity logit gets the
+ * largest key, so the argmax finds the first one. Spread over the GPU, where one workgroup per row walked
+ * the whole row (on an H200, 0.21 ms for 128,256 logits, most of a greedy decode step's sampling).
+ */
+function argmaxChunksProgram(dtype: DType): Program {
+  return cached(`ops:sample-argmax:${dtype}`, () =>
+    program({
+      name: 'sampleArgmax',
+      inputs: { x: dtype },
+      outputs: { chunk_best: 'u32' },
+      uniforms: { rows: 'u32', n: 'u32', chunks: 'u32', chunk: 'u32' },
+      workgroupSize: 256,
+      helpers: ARGMAX_HELPERS,
+      main: /* wgsl */ `
+  let p = wid.x + wid.y * nwg.x;
+  if (p >= u.rows * u.chunks) { return; } // workgroup-uniform
+  let l = lid.x;
+  let row = p / u.chunks;
+  let start = (p % u.chunks) * u.chunk;
+  let end = min(start + u.chunk, u.n);
+  var bestKey = 0u;
+  var bestIdx = 0u;
+  for (var i = start + l; i < end; i += WG_X) {
+    let x = load_x(row * u.n + i);
+    let k = select(key_of(x), 0xffffffffu, non_finite(x));
+    if (k > bestKey) { bestKey = k; bestIdx = i; }
+  }
+  let best = argmax_all(l, bestKey, bestIdx);
+  if (l == 0u) {
+    chunk_best[2u * p] = red_key[0]; // final: argmax_all ends with a barrier
+    chunk_best[2u * p + 1u] = best;
+  }`,
+    }),
+  );
+}
+
+/**
+ * One workgroup per row, after the argmax pass: the argmax over the chunks, then the top-k and top-p
+ * thresholds and the inverse-CDF pick (see `sample`).
+ */
 function sampleProgram(dtype: DType, workgroupSize: number): Program {
   return cached(`ops:sample:${dtype}:${workgroupSize}`, () =>
     program({
       name: 'sample',
-      inputs: { x: dtype, rand: 'f32' },
+      inputs: { x: dtype, rand: 'f32', chunk_best: 'u32' },
       outputs: { ids: 'u32' },
-      uniforms: { rows: 'u32', n: 'u32', topK: 'u32', greedy: 'u32', temperature: 'f32', topP: 'f32' },
+      uniforms: { rows: 'u32', n: 'u32', chunks: 'u32', topK: 'u32', greedy: 'u32', temperature: 'f32', topP: 'f32' },
       workgroupSize,
-      helpers: HELPERS,
+      helpers: `${ARGMAX_HELPERS}\n${HELPERS}`,
       main: /* wgsl */ `
   let row = wid.x + wid.y * nwg.x;
   if (row >= u.rows) { return; } // workgroup-uniform, so the barriers below stay in uniform control flow
@@ -108,13 +157,12 @@ function sampleProgram(dtype: DType, workgroupSize: number): Program {
   let base = row * u.n;
   if (l == 0u) { atomicStore(&winner, 0u); }
 
-  // a NaN or +Infinity logit gets the largest key, so the argmax finds the first one
+  // the argmax over the row's chunks (keys and indices from argmaxChunksProgram), lowest index on ties
   var bestKey = 0u;
   var bestIdx = 0u;
-  for (var i = l; i < u.n; i += WG_X) {
-    let x = load_x(base + i);
-    let k = select(key_of(x), 0xffffffffu, non_finite(x));
-    if (k > bestKey) { bestKey = k; bestIdx = i; }
+  for (var c = l; c < u.chunks; c += WG_X) {
+    let k = chunk_best[2u * (row * u.chunks + c)];
+    if (k > bestKey) { bestKey = k; bestIdx = chunk_best[2u * (row * u.chunks + c) + 1u]; }
   }
   let best = argmax_all(l, bestKey, bestIdx);
   if (non_finite(load_x(base + best))) {
@@ -192,10 +240,15 @@ registerKernel({
     // greedy rows read no random number, but the binding needs a buffer
     const rand = tensor(greedy ? new Float32Array(rows) : Float32Array.from(uniforms), [rows], { backend });
     const ids = empty([rows], { dtype: 'u32', backend });
-    const u = { rows, n: vocab, topK, greedy: greedy ? 1 : 0, temperature: greedy ? 1 : temperature, topP };
+    const chunks = Math.min(Math.ceil(vocab / ARGMAX_CHUNK), MAX_CHUNKS);
+    const chunk = Math.ceil(vocab / chunks);
+    const chunkBest = empty([rows * chunks * 2], { dtype: 'u32', backend });
+    await backend.run(argmaxChunksProgram(logits!.dtype), [logits!], [chunkBest], { rows, n: vocab, chunks, chunk }, grid1d(rows * chunks, 1));
+    const u = { rows, n: vocab, chunks, topK, greedy: greedy ? 1 : 0, temperature: greedy ? 1 : temperature, topP };
     // short rows get a small workgroup: every reduction costs each invocation a barrier, used or not
     const workgroupSize = vocab < 256 ? 32 : 256;
-    await backend.run(sampleProgram(logits!.dtype, workgroupSize), [logits!, rand], [ids], u, grid1d(rows, 1));
+    await backend.run(sampleProgram(logits!.dtype, workgroupSize), [logits!, rand, chunkBest], [ids], u, grid1d(rows, 1));
+    chunkBest.dispose();
     rand.dispose();
     return ids;
   },
