@@ -17,7 +17,7 @@
 import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, zeros } from '@phalanx/core';
 import { type LinearWeight, linear, linears, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
 import { DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, logDecay } from './decay.js';
-import { type MonoidScanOptions, monoidScan, monoidStep } from './index.js';
+import { type MonoidScanOptions, type MonoidStepPrologue, monoidScan, monoidStep } from './index.js';
 
 export { DECAY_BIAS_THRESHOLD, DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, type LogDecayAttrs, detectDecayVariant, logDecay } from './decay.js';
 
@@ -172,8 +172,12 @@ export class MonoidAttention {
     if (!sameShape(state.shape, stateShape)) throw new ShapeError(`${OP}.step: state (${state.name ?? 'tensor'}) is ${formatShape(state.shape)}; expected ${formatShape(stateShape)} ([B, H, Dk, Dk])`);
     const s = new Scratch();
     try {
-      const { q, k, v, logDecay } = await this.project(x, s);
-      const next = await monoidStep(state, { q, k, v, logDecay });
+      // the norms and the decay gate run inside the step's dispatch (its prologue): a decode step is
+      // the projections, the step and W_o
+      const { q, k, v, z } = await this.projections(x, s);
+      const w = this.weights;
+      const prologue: MonoidStepPrologue = { qNorm: w.qNorm, kNorm: w.kNorm, eps: this.rmsNormEps, qScale: this.headDim ** -0.5, kActivation: 'silu', gate: this.gate, floor: this.floor };
+      const next = await monoidStep(state, { q, k, v, logDecay: z }, { prologue });
       return { output: await this.outputProjection(next.output, s, options.residual), state: next.state };
     } finally {
       s.dispose();
@@ -191,36 +195,54 @@ export class MonoidAttention {
     }
   }
 
-  /** q, k, v [...lead, H, Dk] and log a ([...lead, H, Dk], or [...lead, H] for scalar decay) of x [...lead, hidden]. */
-  private async project(x: Tensor, s: Scratch) {
+  /** The decay gate of this revision (spec 1.3.1) and log a's optional floor (spec 1.7). */
+  private get gate(): 'logsigmoid' | 'neg-softplus' {
+    return this.decay === 'vector-neg-softplus' ? 'neg-softplus' : 'logsigmoid';
+  }
+
+  private get floor(): number | undefined {
+    return this.clampLogDecay ? LOG_DECAY_FLOOR : undefined;
+  }
+
+  /**
+   * The four projections of x [...lead, hidden] in one dispatch in decode (ops `linears`), as heads: q, k, v
+   * [...lead, H, Dk] and z = W_decay x + b ([...lead, H, Dk], or [...lead, H] for scalar decay), before any norm or gate.
+   */
+  private async projections(x: Tensor, s: Scratch) {
     const w = this.weights;
     const lead = x.shape.slice(0, -1);
     const [H, D] = [this.heads, this.headDim];
-
-    // the four projections of x, z = W_decay x + b among them: one dispatch in decode (ops `linears`)
     const projections = await linears(x, [w.qProj, w.kProj, w.vProj, w.decayProj], [null, null, null, w.decayBias]);
-    const [qFlat, kFlat, vFlat, z] = await Promise.all(projections.map((t) => s.keep(t)));
-    // q: normed, then scaled by 1/sqrt(Dk) (spec 1.7: after the norm)
-    const q = await this.headNorm(qFlat!, w.qNorm, s, { scale: D ** -0.5 });
-    // k: normed, then SiLU
-    const k = await this.headNorm(kFlat!, w.kNorm, s, { activation: 'silu' });
-    const v = await s.keep(vFlat!.reshape([...lead, H, D]));
+    const [q, k, v, z] = await Promise.all(projections.map((t) => s.keep(t)));
+    const heads = (t: Tensor, shape: number[]) => s.keep(t.reshape(shape));
+    return {
+      q: await heads(q!, [...lead, H, D]),
+      k: await heads(k!, [...lead, H, D]),
+      v: await heads(v!, [...lead, H, D]),
+      z: await heads(z!, this.decay === 'scalar-logsigmoid' ? [...lead, H] : [...lead, H, D]),
+    };
+  }
 
+  /** q, k, v [...lead, H, Dk] and log a ([...lead, H, Dk], or [...lead, H] for scalar decay) of x [...lead, hidden]. */
+  private async project(x: Tensor, s: Scratch) {
+    const w = this.weights;
+    const { q: qRaw, k: kRaw, v, z } = await this.projections(x, s);
+    // q: normed, then scaled by 1/sqrt(Dk) (spec 1.7: after the norm)
+    const q = await this.headNorm(qRaw, w.qNorm, s, { scale: this.headDim ** -0.5 });
+    // k: normed, then SiLU
+    const k = await this.headNorm(kRaw, w.kNorm, s, { activation: 'silu' });
     // log a in f32 from z, stably (spec 1.3.1, 1.7)
-    const gate = this.decay === 'vector-neg-softplus' ? 'neg-softplus' : 'logsigmoid';
-    const g = await s.keep(logDecay(z!, { gate, floor: this.clampLogDecay ? LOG_DECAY_FLOOR : undefined }));
-    const logA = await s.keep(g.reshape(this.decay === 'scalar-logsigmoid' ? [...lead, H] : [...lead, H, D]));
+    const logA = await s.keep(logDecay(z, { gate: this.gate, floor: this.floor }));
     return { q, k, v, logDecay: logA };
   }
 
   /**
-   * RMSNorm over each head's Dk values of p [...lead, H*Dk] -> [...lead, H, Dk], with a [Dk] weight or one [Dk]
-   * row of an [H*Dk] weight per head, then times `scale` and through `activation`. With a [Dk] weight that is all
-   * one rmsNorm dispatch (decode wants few dispatches per token).
+   * RMSNorm over each head's Dk values of heads [...lead, H, Dk], with a [Dk] weight or one [Dk] row of an
+   * [H*Dk] weight per head, then times `scale` and through `activation`. With a [Dk] weight that is all one
+   * rmsNorm dispatch.
    */
-  private async headNorm(p: Tensor, weight: Tensor, s: Scratch, post: { scale?: number; activation?: 'silu' }): Promise<Tensor> {
+  private async headNorm(heads: Tensor, weight: Tensor, s: Scratch, post: { scale?: number; activation?: 'silu' }): Promise<Tensor> {
     const [H, D] = [this.heads, this.headDim];
-    const heads = await s.keep(p.reshape([...p.shape.slice(0, -1), H, D]));
     const eps = this.rmsNormEps;
     if (weight.shape[0] === D) return s.keep(rmsNorm(heads, weight, { eps, ...post }));
     // the per-head weight is a mul after the norm: the scale commutes with it, so stays in the norm; the activation must follow it

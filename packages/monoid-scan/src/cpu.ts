@@ -1,6 +1,8 @@
 import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
 import { chunkHead } from './chunk.js';
-import type { MonoidScanAttrs } from './index.js';
+import { logGate64 } from './decay-kernels.js';
+import { silu64 } from '@phalanx/ops';
+import type { MonoidScanAttrs, StepPrologueAttrs } from './index.js';
 import { type HeadInputs, type HeadOutputs, recurrentHead } from './reference.js';
 import { scanHead } from './scan.js';
 
@@ -21,7 +23,7 @@ function solver(a: MonoidScanAttrs): (x: HeadInputs) => HeadOutputs {
  */
 function monoid(inputs: Tensor[], a: MonoidScanAttrs): Tensor[] {
   const { T, H, Dk, Dv, scalarDecay } = a;
-  const [q, k, v, logDecay, initial] = inputs.map(cpuValues);
+  const [q, k, v, logDecay, initial] = a.prologue ? withPrologue(inputs.map(cpuValues), a, a.prologue) : inputs.map(cpuValues);
   const output = empty(a.outputShape, { backend: cpu });
   const finalState = empty(a.stateShape, { backend: cpu });
   const out = cpuStorage(output);
@@ -46,6 +48,31 @@ function monoid(inputs: Tensor[], a: MonoidScanAttrs): Tensor[] {
     }
   });
   return [output, finalState];
+}
+
+/**
+ * monoidStep's prologue in float64: q, k normed per (token, head) row of Dk values and log a from z, as
+ * rmsNorm and logDecay compute them. Returns the inputs with q, k and logDecay replaced.
+ */
+function withPrologue(values: ArrayLike<number>[], a: MonoidScanAttrs, p: StepPrologueAttrs): ArrayLike<number>[] {
+  const [q, k, v, z, initial, qNorm, kNorm] = values as [ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>, ArrayLike<number>];
+  const { H, Dk } = a;
+  const norm = (x: ArrayLike<number>, w: ArrayLike<number>, scale: number, silu: boolean) => {
+    const out = new Float64Array(x.length);
+    for (let row = 0; row < x.length / Dk; row++) {
+      let ss = 0;
+      for (let i = 0; i < Dk; i++) ss += x[row * Dk + i]! ** 2;
+      const inv = scale / Math.sqrt(ss / Dk + p.eps);
+      const w0 = p.perHead ? (row % H) * Dk : 0;
+      for (let i = 0; i < Dk; i++) {
+        const y = x[row * Dk + i]! * inv * w[w0 + i]!;
+        out[row * Dk + i] = silu ? silu64(y) : y;
+      }
+    }
+    return out;
+  };
+  const logA = Float64Array.from(z, (zi) => logGate64(zi, p.sign, p.floor));
+  return [norm(q, qNorm, p.qScale, false), norm(k, kNorm, 1, p.kSilu), v, logA, initial];
 }
 
 // Registered on import (listed under sideEffects). CPU only: a WebGPU input has no kernel yet and fails with

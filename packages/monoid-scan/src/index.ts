@@ -91,6 +91,40 @@ export interface MonoidScanAttrs {
   subChunkSize: number;
   outputShape: number[];
   stateShape: number[];
+  /** monoidStep's prologue (inputs 6 and 7 are the q and k norm weights), see `MonoidStepPrologue`. */
+  prologue?: StepPrologueAttrs;
+}
+
+/**
+ * What `monoidStep` computes from the raw projections in its own dispatch, before the update, so that a decode
+ * step of MonoidAttention needs one dispatch between its projections and W_o instead of four: per head,
+ * q <- rmsNorm(q) * qNorm * qScale and k <- kActivation(rmsNorm(k) * kNorm) over the head's Dk values, and
+ * `logDecay` holds the decay projection z, from which log a = logDecay(z, { gate, floor }) (./decay.ts).
+ */
+export interface MonoidStepPrologue {
+  /** RMSNorm weights of q and k: [Dk] (every head) or [H * Dk] (a row per head). */
+  qNorm: Tensor;
+  kNorm: Tensor;
+  eps: number;
+  /** q times this after its norm (spec 1.7: 1 / sqrt(Dk)). Default 1. */
+  qScale?: number;
+  /** k through this after its norm. Default none. */
+  kActivation?: 'silu';
+  gate: 'logsigmoid' | 'neg-softplus';
+  /** log a clamped to >= floor when set (LOG_DECAY_FLOOR). */
+  floor?: number;
+}
+
+/** The kernels' view of a prologue. */
+export interface StepPrologueAttrs {
+  eps: number;
+  qScale: number;
+  kSilu: boolean;
+  /** log a = logsigmoid(sign * z). */
+  sign: 1 | -1;
+  floor: number | null;
+  /** Norm weights hold a row per head (else one row for all). */
+  perHead: boolean;
 }
 
 function checkInput(t: Tensor, role: string, op: string, expected: readonly number[][]): void {
@@ -150,9 +184,14 @@ export async function monoidScan(inputs: MonoidScanInputs, options: MonoidScanOp
 /**
  * One decode step per sequence, O(Dk Dv) per head: S <- diag(exp(logDecay)) S + k v^T, output S^T q.
  * state: [B, H, Dk, Dv]; q, k: [B, H, Dk]; v: [B, H, Dv]; logDecay: [B, H, Dk] or [B, H]. Returns the output
- * [B, H, Dv] and the new state (a new tensor: the caller disposes the old one).
+ * [B, H, Dv] and the new state (a new tensor: the caller disposes the old one). With `prologue`, q and k are
+ * the raw projections and logDecay the decay projection z, normed and gated in the same dispatch.
  */
-export async function monoidStep(state: Tensor, inputs: { q: Tensor; k: Tensor; v: Tensor; logDecay: Tensor }): Promise<{ output: Tensor; state: Tensor }> {
+export async function monoidStep(
+  state: Tensor,
+  inputs: { q: Tensor; k: Tensor; v: Tensor; logDecay: Tensor },
+  options: { prologue?: MonoidStepPrologue } = {},
+): Promise<{ output: Tensor; state: Tensor }> {
   const { q, k, v, logDecay } = inputs;
   const op = 'monoidStep';
   if (state.rank !== 4) throw new ShapeError(`${op}: state (${state.name ?? 'tensor'}) is ${formatShape(state.shape)}; expected [B, H, Dk, Dv]`);
@@ -162,14 +201,27 @@ export async function monoidStep(state: Tensor, inputs: { q: Tensor; k: Tensor; 
   checkInput(k, 'k', op, [[B, H, Dk]]);
   checkInput(v, 'v', op, [[B, H, Dv]]);
   checkInput(logDecay, 'logDecay', op, [[B, H, Dk], [B, H]]);
+  const pro = options.prologue;
+  let prologue: StepPrologueAttrs | undefined;
+  if (pro) {
+    checkInput(pro.qNorm, 'prologue.qNorm', op, [[Dk], [H * Dk]]);
+    checkInput(pro.kNorm, 'prologue.kNorm', op, [pro.qNorm.shape as number[]]);
+    const { eps, qScale = 1, kActivation, gate, floor } = pro;
+    if (!(Number.isFinite(eps) && eps > 0)) throw new InputError(`${op}: prologue.eps must be a finite number > 0, got ${eps}`);
+    if (!Number.isFinite(qScale)) throw new InputError(`${op}: prologue.qScale must be finite, got ${qScale}`);
+    if (kActivation !== undefined && kActivation !== 'silu') throw new InputError(`${op}: prologue.kActivation must be 'silu' or absent, got '${kActivation}'`);
+    if (gate !== 'logsigmoid' && gate !== 'neg-softplus') throw new InputError(`${op}: prologue.gate must be 'logsigmoid' or 'neg-softplus', got '${gate}'`);
+    if (floor !== undefined && !(Number.isFinite(floor) && floor <= 0)) throw new InputError(`${op}: prologue.floor must be a finite number <= 0, got ${floor}`);
+    prologue = { eps, qScale, kSilu: kActivation === 'silu', sign: gate === 'logsigmoid' ? 1 : -1, floor: floor ?? null, perHead: pro.qNorm.shape[0] !== Dk };
+  }
   // [B, H, D] is laid out as [B, T = 1, H, D]
   const sequences: Sequence[] = [];
   for (let b = 0; b < B; b++) sequences.push({ batch: b, start: 0, end: 1 });
   const attrs: MonoidScanAttrs = {
     B, T: 1, H, Dk, Dv, scalarDecay: logDecay.rank === 2, hasInitialState: true, sequences,
-    mode: 'recurrent', chunkSize: 1, subChunkSize: 1, outputShape: [B, H, Dv], stateShape: [B, H, Dk, Dv],
+    mode: 'recurrent', chunkSize: 1, subChunkSize: 1, outputShape: [B, H, Dv], stateShape: [B, H, Dk, Dv], prologue,
   };
-  const [output, next] = await runKernel(op, [q, k, v, logDecay, state], attrs);
+  const [output, next] = await runKernel(op, pro ? [q, k, v, logDecay, state, pro.qNorm, pro.kNorm] : [q, k, v, logDecay, state], attrs);
   return { output: output!, state: next! };
 }
 export * from './attention.js';

@@ -18,7 +18,9 @@
  */
 import { type Tensor, cast, empty, registerKernel, tensor } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, program } from '@phalanx/webgpu';
-import type { MonoidScanAttrs } from './index.js';
+import { ACTIVATIONS_WGSL } from '@phalanx/ops';
+import { LOG_GATE_WGSL } from './decay-kernels.js';
+import type { MonoidScanAttrs, StepPrologueAttrs } from './index.js';
 
 /** Tokens per chunk and rows per sub-chunk tile of the chunk kernels (spec 1.10). */
 export const CHUNK = 64;
@@ -44,6 +46,31 @@ fn loadSequence(n: u32, lid: u32) -> vec3<u32> {
 /** Decay of key dim i at token row `row`: a scalar decay is shared by the head's dims. */
 const decay = (scalar: boolean, Dk: number) => (scalar ? `fn ld(row: u32, i: u32) -> f32 { return load_logDecay(row); }` : `fn ld(row: u32, i: u32) -> f32 { return load_logDecay(row * ${Dk}u + i); }`);
 
+/** log a of key dim i at token row `row` from the decay projection z (monoidStep's prologue). */
+const gatedDecay = (scalar: boolean, Dk: number, clamp: boolean) =>
+  `fn ld(row: u32, i: u32) -> f32 { let v = log_gate(u.sign * load_logDecay(${scalar ? 'row' : `row * ${Dk}u + i`})); return ${clamp ? 'max(v, u.floor)' : 'v'}; }`;
+
+/**
+ * monoidStep's prologue on the staged q and k of one (token, head): each thread sums the squares of both
+ * (Dk reads of workgroup memory, the same for all), then q and k are normed, weighted, scaled and activated in
+ * place, as ops rmsNorm computes them.
+ */
+function prologueWgsl(Dk: number, threads: number, silu: boolean): string {
+  const k = `sk[i] * kInv * kNorm[h * u.norm_stride + i]`;
+  return `
+    var qq = 0.0;
+    var kk = 0.0;
+    for (var i = 0u; i < ${Dk}u; i++) { qq += sq[i] * sq[i]; kk += sk[i] * sk[i]; }
+    let qInv = inverseSqrt(qq / ${Dk}.0 + u.eps) * u.q_scale;
+    let kInv = inverseSqrt(kk / ${Dk}.0 + u.eps);
+    workgroupBarrier();
+    for (var i = lid.x; i < ${Dk}u; i += ${threads}u) {
+      sq[i] = sq[i] * qInv * qNorm[h * u.norm_stride + i];
+      sk[i] = ${silu ? `silu(${k})` : k};
+    }
+    workgroupBarrier();`;
+}
+
 /** Threads per state column: each takes Dk / split rows, so decode keeps more loads in flight. */
 function rowSplit(Dk: number, Dv: number): number {
   return [4, 2, 1].find((r) => Dk % r === 0 && Dv * r <= THREADS)!;
@@ -53,21 +80,26 @@ function rowSplit(Dk: number, Dv: number): number {
  * `packed`: the sequences come from a table (cuSeqlens); otherwise sequence n is batch row n, tokens [0, T),
  * and the kernel needs no table (a decode step uploads nothing).
  */
-function recurrentProgram(d: Dims, dtype: string, hasInit: boolean, packed: boolean): Program {
+function recurrentProgram(d: Dims, dtype: string, hasInit: boolean, packed: boolean, prologue?: StepPrologueAttrs): Program {
   const { Dk, Dv, scalarDecay } = d;
   const split = rowSplit(Dk, Dv);
   const rows = Dk / split;
-  return cached(`monoid:recurrent:${Dk}:${Dv}:${scalarDecay}:${hasInit}:${dtype}:${packed}`, () => {
+  const pro = prologue && { silu: prologue.kSilu, clamp: prologue.floor !== null };
+  return cached(`monoid:recurrent:${Dk}:${Dv}:${scalarDecay}:${hasInit}:${dtype}:${packed}:${pro ? `prologue,${pro.silu},${pro.clamp}` : ''}`, () => {
     const I = Array.from({ length: rows }, (_, i) => i);
     const dt = dtype as 'f32';
+    const threads = Dv * split;
     return program({
       name: 'monoid-recurrent',
-      inputs: { q: dt, k: dt, v: dt, logDecay: dt, ...(hasInit ? { init: 'f32' as const } : {}), ...(packed ? { seqs: 'u32' as const } : {}) },
+      inputs: {
+        q: dt, k: dt, v: dt, logDecay: dt, ...(hasInit ? { init: 'f32' as const } : {}), ...(packed ? { seqs: 'u32' as const } : {}),
+        ...(pro ? { qNorm: 'f32' as const, kNorm: 'f32' as const } : {}),
+      },
       outputs: { out: 'f32', finalState: 'f32' },
-      uniforms: { T: 'u32', H: 'u32' },
-      workgroupSize: Dv * split,
+      uniforms: { T: 'u32', H: 'u32', ...(pro ? { eps: 'f32', q_scale: 'f32', norm_stride: 'u32', sign: 'f32', ...(pro.clamp ? { floor: 'f32' } : {}) } : {}) },
+      workgroupSize: threads,
       helpers: `${packed ? SEQUENCE : ''}
-${decay(scalarDecay, Dk)}
+${pro ? `${LOG_GATE_WGSL}\n${pro.silu ? ACTIVATIONS_WGSL : ''}\n${gatedDecay(scalarDecay, Dk, pro.clamp)}` : decay(scalarDecay, Dk)}
 var<workgroup> sq: array<f32, ${Dk}>;
 var<workgroup> sk: array<f32, ${Dk}>;
 var<workgroup> sa: array<f32, ${Dk}>;
@@ -88,7 +120,7 @@ var<workgroup> partial: array<f32, ${Dv * split}>;`,
       sk[i] = load_k(row * ${Dk}u + i);
       sa[i] = exp(ld(row, i));
     }
-    workgroupBarrier();
+    workgroupBarrier();${pro ? prologueWgsl(Dk, threads, pro.silu) : ''}
     let vj = load_v(row * ${Dv}u + j);
     var o = 0.0;
     ${I.map((i) => `s${i} = fma(sa[r0 + ${i}u], s${i}, sk[r0 + ${i}u] * vj); o = fma(sq[r0 + ${i}u], s${i}, o);`).join('\n    ')}
@@ -477,8 +509,13 @@ async function recurrent(inputs: Tensor[], a: MonoidScanAttrs, backend: WebGPUBa
   const final = empty(a.stateShape, { backend });
   const packed = !a.sequences.every((s, n) => s.batch === n && s.start === 0 && s.end === a.T);
   const seqs = packed ? [sequenceTable(a, backend)] : [];
-  const prog = recurrentProgram(a, inputDType(inputs)!, !!init, packed);
-  await backend.run(prog, [q!, k!, v!, logDecay!, ...(init ? [init] : []), ...seqs], [output, final], { T: a.T, H: a.H }, [a.sequences.length, a.H, 1]);
+  const prog = recurrentProgram(a, inputDType(inputs)!, !!init, packed, a.prologue);
+  const p = a.prologue;
+  // the prologue's norm weights as f32 (what the kernel binds), copies where they are stored as f16/bf16
+  const norms = p ? await Promise.all(inputs.slice(5, 7).map((w) => (w.dtype === 'f32' ? w : cast(w, 'f32')))) : [];
+  const uniforms = p ? { T: a.T, H: a.H, eps: p.eps, q_scale: p.qScale, norm_stride: p.perHead ? a.Dk : 0, sign: p.sign, ...(p.floor !== null ? { floor: p.floor } : {}) } : { T: a.T, H: a.H };
+  await backend.run(prog, [q!, k!, v!, logDecay!, ...(init ? [init] : []), ...seqs, ...norms], [output, final], uniforms, [a.sequences.length, a.H, 1]);
+  norms.forEach((w, i) => w !== inputs[5 + i] && w.dispose());
   for (const t of seqs) t.dispose();
   if (init !== inputs[4]) init?.dispose();
   return [output, final];

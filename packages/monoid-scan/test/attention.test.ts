@@ -1,8 +1,9 @@
-import { type Backend, ConfigError, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, cpu, tensor } from '@phalanx/core';
+import { type Backend, ConfigError, DTypeError, InputError, Rng, ShapeError, type Tensor, assertClose, cpu, mul, tensor } from '@phalanx/core';
 import type { WebGPUBackend } from '@phalanx/webgpu';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it, vi } from 'vitest';
-import { DECAY_VARIANTS, type DecayVariant, MonoidAttention, type MonoidAttentionWeights, detectDecayVariant, logDecay } from '../src/index.js';
+import { rmsNorm, silu } from '@phalanx/ops';
+import { DECAY_VARIANTS, type DecayVariant, MonoidAttention, type MonoidAttentionWeights, detectDecayVariant, logDecay, monoidStep } from '../src/index.js';
 
 const { backends, gpu } = await testBackends();
 
@@ -163,15 +164,15 @@ describe.each(backends.map((b) => [b.name, b] as const))('logDecay on %s', (_nam
 
 // ---- the layer ----
 
-// A decode step's dispatches: q's scale and k's SiLU run in their rmsNorm's dispatch. A per-head norm weight is a
-// mul after the norm, which k's SiLU must follow (q's scale stays in the norm). With hidden a multiple of 4 the
-// four projections of x are one ops `linears` dispatch (HIDDEN = 7 takes separate GEMVs).
+// A decode step's dispatches: the q/k norms (shared or per-head weights), q's scale, k's SiLU and the decay gate
+// run in the step's own dispatch (monoidStep's prologue). With hidden a multiple of 4 the four projections of x
+// are one ops `linears` dispatch (HIDDEN = 7 takes separate GEMVs); W_o is the last matmul.
 describe.runIf(gpu)('MonoidAttention.step on WebGPU: dispatches', () => {
-  const base = { matmul: 5, rmsNorm: 2, monoidLogDecay: 1, 'monoid-recurrent': 1 };
+  const base = { matmul: 5, 'monoid-recurrent': 1 };
   it.each([
     ['shared', HIDDEN, base],
-    ['per-head', HIDDEN, { ...base, mul: 2, silu: 1 }],
-    ['shared', 8, { ...base, linears: 1, matmul: 1 }],
+    ['per-head', HIDDEN, base],
+    ['shared', 8, { linears: 1, matmul: 1, 'monoid-recurrent': 1 }],
   ] as const)('%s norm weight, hidden %i', async (norm, hidden, expected) => {
     const g = gpu as WebGPUBackend;
     const decay = 'vector-logsigmoid';
@@ -183,6 +184,72 @@ describe.runIf(gpu)('MonoidAttention.step on WebGPU: dispatches', () => {
     const kernels = Object.fromEntries((await p.stop()).kernels.map((k) => [k.name, k.count]));
     for (const t of [state, x, next.output, next.state]) t.dispose();
     expect(kernels).toEqual(expected);
+  });
+});
+
+// monoidStep's prologue against the separate ops it replaces (rmsNorm per head, mul, silu, logDecay), on
+// decay projections from -60 to +10 so the floor and both gates are exercised
+const PROLOGUE_CASES = backends.flatMap((backend) =>
+  [
+    { norm: 'shared', scalar: false, gate: 'logsigmoid', floor: -30, silu: true },
+    { norm: 'per-head', scalar: false, gate: 'neg-softplus', floor: undefined, silu: true },
+    { norm: 'per-head', scalar: true, gate: 'logsigmoid', floor: -30, silu: false },
+  ].map((c) => [backend.name, c.norm, c.scalar, c.gate, c.floor, c.silu, backend] as const),
+);
+
+describe.each(PROLOGUE_CASES)('monoidStep prologue on %s: %s norm, scalar decay %s, %s, floor %s, k SiLU %s', (_name, norm, scalar, gate, floor, kSilu, backend) => {
+  it('equals the norms, gate and step as separate ops', async () => {
+    const B = 2;
+    const t = (data: number[], shape: number[]) => tensor(data, shape, { backend });
+    const rng = new Rng(norm.length + (scalar ? 10 : 0));
+    const q = t(values(B * HD, 1, 2), [B, H, D]);
+    const k = t(values(B * HD, 2, 2), [B, H, D]);
+    const v = t(values(B * HD, 3), [B, H, D]);
+    const zShape = scalar ? [B, H] : [B, H, D];
+    const z = t(Array.from({ length: B * (scalar ? H : HD) }, () => Math.fround(-60 + 70 * rng.uniform())), zShape);
+    const normShape = norm === 'shared' ? [D] : [HD];
+    const qNorm = t(values(normShape[0]!, 4, 0.1, 1), normShape);
+    const kNorm = t(values(normShape[0]!, 5, 0.1, 1), normShape);
+    const state = t(values(B * H * D * D, 6, 0.5), [B, H, D, D]);
+    const qScale = D ** -0.5;
+    const fused = await monoidStep(state, { q, k, v, logDecay: z }, { prologue: { qNorm, kNorm, eps: EPS, qScale, kActivation: kSilu ? 'silu' : undefined, gate, floor } });
+
+    const headNorm = async (x: Tensor, w: Tensor, scale: number, act: boolean) => {
+      const normed = await rmsNorm(x, null, { eps: EPS, scale });
+      const weighted = await mul(normed, w.reshape(norm === 'shared' ? [D] : [H, D]));
+      return act ? silu(weighted) : weighted;
+    };
+    const separate = await monoidStep(state, {
+      q: await headNorm(q, qNorm, qScale, false),
+      k: await headNorm(k, kNorm, 1, kSilu),
+      v,
+      logDecay: await logDecay(z, { gate, floor }),
+    });
+    assertClose(await separate.output.data(), await fused.output.data(), { rtol: 1e-5, name: 'output' });
+    assertClose(await separate.state.data(), await fused.state.data(), { rtol: 1e-5, name: 'state' });
+    if (floor !== undefined) {
+      // the floor applies: on a state of ~1e15, a decay of e^-30 instead of e^-60..e^-30 shows
+      const big = t(values(B * H * D * D, 7, 1e15), [B, H, D, D]);
+      const p = { qNorm, kNorm, eps: EPS, qScale, kActivation: kSilu ? ('silu' as const) : undefined, gate };
+      const clamped = await monoidStep(big, { q, k, v, logDecay: z }, { prologue: { ...p, floor } });
+      const unclamped = await monoidStep(big, { q, k, v, logDecay: z }, { prologue: p });
+      expect(Array.from(await unclamped.state.data())).not.toEqual(Array.from(await clamped.state.data()));
+    }
+  });
+});
+
+describe('monoidStep prologue: bad options', () => {
+  it('names the field', async () => {
+    const t = (shape: number[]) => tensor(values(shape.reduce((a, b) => a * b, 1), 1), shape);
+    const [state, q, k, v, z] = [t([1, H, D, D]), t([1, H, D]), t([1, H, D]), t([1, H, D]), t([1, H, D])];
+    const prologue = { qNorm: t([D]), kNorm: t([D]), eps: EPS, gate: 'logsigmoid' as const };
+    const step = (p: object) => monoidStep(state, { q, k, v, logDecay: z }, { prologue: { ...prologue, ...p } });
+    await expect(step({ qNorm: t([D + 1]) })).rejects.toThrow(/monoidStep: prologue.qNorm \(tensor\) is \[6\]; expected \[5\] or \[15\]/);
+    await expect(step({ kNorm: t([HD]) })).rejects.toThrow(/prologue.kNorm .* expected \[5\]/);
+    await expect(step({ eps: 0 })).rejects.toThrow(new InputError('monoidStep: prologue.eps must be a finite number > 0, got 0'));
+    await expect(step({ gate: 'sigmoid' })).rejects.toThrow(/prologue.gate must be 'logsigmoid' or 'neg-softplus'/);
+    await expect(step({ floor: 1 })).rejects.toThrow(/prologue.floor must be a finite number <= 0/);
+    await expect(step({ kActivation: 'gelu' })).rejects.toThrow(/prologue.kActivation must be 'silu' or absent/);
   });
 });
 
@@ -278,11 +345,16 @@ describe.each(LAYER_CASES)('MonoidAttention on %s, %s decay, %s norm weight', (_
     await close([...a.state, ...b.state], state, 'state');
   });
 
-  it('clampLogDecay clamps log a at -30', async () => {
-    const { output, state } = await layer({ clampLogDecay: true }).forward(t(x, [B, T, HIDDEN]));
+  it('clampLogDecay clamps log a at -30, in forward and in step', async () => {
+    const attn = layer({ clampLogDecay: true });
+    const { output, state } = await attn.forward(t(x, [B, T, HIDDEN]));
     const ref = reference(w, decay, x, B, undefined, true);
     await close(ref.out, output, 'output');
     await close(ref.state, state, 'state');
+    const prefill = await attn.forward(t(tokens(x, B, T, 0, T - 1), [B, T - 1, HIDDEN]));
+    const last = await attn.step(prefill.state, t(tokens(x, B, T, T - 1, T), [B, HIDDEN]));
+    await close(tokens(ref.out, B, T, T - 1, T), last.output, 'step output');
+    await close(ref.state, last.state, 'step state');
   });
 });
 

@@ -42,7 +42,8 @@ async function sampleCase(ctx: CaseContext, vocab: number, options: SampleOption
       const [id] = await readIds(ids!);
       const row = await host.data();
       // how many logits beat the chosen one: 0 for greedy, under 50 with top-k 50 (which keeps ties too)
-      const rank = row.reduce((n, v) => (v > row[id!]! ? n + 1 : n), 0);
+      let rank = 0;
+      for (const v of row) if (v > row[id!]!) rank++;
       return { id, rank, ok: rank < (options.temperature === 0 ? 1 : 50) };
     },
     dispose: () => disposeAll(logits, host, ids),
