@@ -190,11 +190,11 @@ describe.runIf(gpu)('MonoidAttention.step on WebGPU: dispatches', () => {
 // monoidStep's prologue against the separate ops it replaces (rmsNorm per head, mul, silu, logDecay), on
 // decay projections from -60 to +10 so the floor and both gates are exercised
 const PROLOGUE_CASES = backends.flatMap((backend) =>
-  [
+  ([
     { norm: 'shared', scalar: false, gate: 'logsigmoid', floor: -30, silu: true },
     { norm: 'per-head', scalar: false, gate: 'neg-softplus', floor: undefined, silu: true },
     { norm: 'per-head', scalar: true, gate: 'logsigmoid', floor: -30, silu: false },
-  ].map((c) => [backend.name, c.norm, c.scalar, c.gate, c.floor, c.silu, backend] as const),
+  ] as const).map((c) => [backend.name, c.norm, c.scalar, c.gate, c.floor, c.silu, backend] as const),
 );
 
 describe.each(PROLOGUE_CASES)('monoidStep prologue on %s: %s norm, scalar decay %s, %s, floor %s, k SiLU %s', (_name, norm, scalar, gate, floor, kSilu, backend) => {
