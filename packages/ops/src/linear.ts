@@ -149,6 +149,8 @@ export interface SwigluLinearAttrs {
   M: number;
   N: number;
   K: number;
+  /** int8 weights: the inputs end with gate's and up's row scales, applied to each dot product before silu and the product. */
+  hasRowScale: boolean;
   outShape: number[];
 }
 
@@ -165,11 +167,11 @@ export function fusesSwigluLinear(M: number, K: number): boolean {
  * The gate/up half of a SwiGLU MLP: silu(x gate^T) * (x up^T), with gate and up [out, in] of one shape.
  * x: [..., in] (f32, f16 or bf16). Returns f32 [..., out].
  *
- * Decode (a few rows, see `fusesSwigluLinear`) with plain float weights of one dtype (f32, f16 or bf16) runs one
- * fused kernel: on WebGPU a single GEMV dispatch that streams the gate and up rows in the same loop, reusing
- * each x vector for both, and stores silu(g) * u; on the CPU both dot products in float64, rounded once. Other
- * inputs (prefill, int8 `{ codes, scales }` weights, mixed dtypes) are computed as
- * swiglu(linear(x, gate), linear(x, up)), as separate ops.
+ * Decode (a few rows, see `fusesSwigluLinear`) with float weights of one dtype (f32, f16 or bf16), or both int8
+ * `{ codes, scales }`, runs one fused kernel: on WebGPU a single GEMV dispatch that streams the gate and up rows
+ * in the same loop, reusing each x vector for both, and stores silu(g) * u (int8: silu(g * gate scale) * (u * up
+ * scale)); on the CPU both dot products in float64, rounded once. Other inputs (prefill, mixed kinds or dtypes)
+ * are computed as swiglu(linear(x, gate), linear(x, up)), as separate ops.
  */
 export async function swigluLinear(x: Tensor, gate: LinearWeight, up: LinearWeight): Promise<Tensor> {
   const op = 'swigluLinear';
@@ -191,10 +193,18 @@ export async function swigluLinear(x: Tensor, gate: LinearWeight, up: LinearWeig
     throw new ShapeError(`${op}: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (gate ${g.name} and up ${u.name} are ${formatShape(g.w.shape)})`);
   }
   const M = x.size / K;
-  if (gate instanceof Tensor && up instanceof Tensor && gate.dtype === up.dtype && fusesSwigluLinear(M, K)) {
+  const floats = gate instanceof Tensor && up instanceof Tensor && gate.dtype === up.dtype;
+  const int8 = !(gate instanceof Tensor) && !(up instanceof Tensor);
+  if ((floats || int8) && fusesSwigluLinear(M, K)) {
     const outShape = [...x.shape];
     outShape[outShape.length - 1] = N;
-    return (await runKernel(op, [x, gate, up], { M, N, K, outShape } satisfies SwigluLinearAttrs))[0]!;
+    for (const [role, weight] of [['gate', gate], ['up', up]] as const) {
+      if (weight instanceof Tensor) continue;
+      assertFloat(op, weight.scales, `${role} scales`);
+      if (weight.scales.rank !== 1 || weight.scales.shape[0] !== N) throw new ShapeError(`${op}: ${role} scales ${weight.scales.name ?? 'scales'} ${formatShape(weight.scales.shape)} must be [${N}]`);
+    }
+    const inputs = int8 ? [x, gate.codes, up.codes, gate.scales, up.scales] : [x, g.w, u.w];
+    return (await runKernel(op, inputs, { M, N, K, hasRowScale: int8, outShape } satisfies SwigluLinearAttrs))[0]!;
   }
   const s = new Scratch();
   try {
@@ -224,9 +234,9 @@ export interface LinearsAttrs {
 
 /**
  * Whether `linears` may compute its products in one fused kernel for M rows of x by K: the GEMV case (the rule
- * of `fusesSwigluLinear`), on every backend. The kernel then takes the weights of one kind (one float dtype, or
- * int8 codes) at least two at a time, as many as the backend's kernel accepts (on WebGPU the bindings must fit
- * the device's maxStorageBuffersPerShaderStage); the rest are separate `linear`s.
+ * of `fusesSwigluLinear`), on every backend. The kernel then takes the weights (float dtypes and int8 codes
+ * alike) at least two at a time, as many as the backend's kernel accepts (on WebGPU the bindings must fit the
+ * device's maxStorageBuffersPerShaderStage); the rest are separate `linear`s.
  */
 export function fusesLinears(M: number, K: number): boolean {
   return fusesSwigluLinear(M, K);
@@ -244,10 +254,10 @@ function accepted(op: string, inputs: Tensor[], attrs: unknown, backend: Backend
  * (null or undefined: no bias); the weights may differ in `out` and kind (float dtype or int8 `{ codes, scales }`)
  * but must share `in`.
  *
- * In decode (`fusesLinears`: one to four rows, K a multiple of 4) the weights of one kind are computed
- * together: on WebGPU by one GEMV dispatch whose workgroups cover the rows of all of them, each weight bound
- * as it is (no concatenated copy) and each output its own tensor. Weights left alone in their kind, or beyond
- * what the device binds in one dispatch, and every other shape (prefill) are separate `linear` calls.
+ * In decode (`fusesLinears`: one to four rows, K a multiple of 4) the weights are computed together, whatever
+ * their kinds: on WebGPU by one GEMV dispatch whose workgroups cover the rows of all of them, each weight bound
+ * as it is (no concatenated copy, each read by the loads of its dtype) and each output its own tensor. Weights
+ * beyond what the device binds in one dispatch, and every other shape (prefill), are separate `linear` calls.
  */
 export async function linears(x: Tensor, weights: readonly LinearWeight[], biases: readonly (Tensor | null | undefined)[] = []): Promise<Tensor[]> {
   const op = 'linears';
@@ -266,39 +276,30 @@ export async function linears(x: Tensor, weights: readonly LinearWeight[], biase
   const M = x.size / K;
   const outs: (Tensor | undefined)[] = weights.map(() => undefined);
   try {
-    // the weights by kind (float dtype, or int8 codes), in order
-    const kinds = new Map<string, number[]>();
-    if (fusesLinears(M, K)) {
-      checked.forEach(({ w, rowScale, N }, i) => {
-        if (N === 0) return; // an empty output needs no kernel
-        const kind = rowScale ? 'i8' : w.dtype;
-        kinds.set(kind, [...(kinds.get(kind) ?? []), i]);
-      });
-    }
-    for (let rest of kinds.values()) {
-      while (rest.length >= 2) {
-        // the longest run of this kind that a kernel where x lives takes in one go
-        let taken = 0;
-        for (let n = rest.length; n >= 2 && taken === 0; n--) {
-          const run = rest.slice(0, n);
-          const inputs = [x];
-          const attrs: LinearsAttrs = { M, K, outputs: [] };
-          for (const i of run) {
-            const { w, rowScale, N } = checked[i]!;
-            const bias = biases[i] ?? undefined;
-            inputs.push(w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []));
-            const outShape = [...x.shape];
-            outShape[outShape.length - 1] = N;
-            attrs.outputs.push({ N, hasBias: !!bias, hasRowScale: !!rowScale, outShape });
-          }
-          if (!accepted(op, inputs, attrs, x.backend)) continue;
-          const ys = await runKernel(op, inputs, attrs);
-          run.forEach((i, j) => (outs[i] = ys[j]));
-          taken = n;
+    // the weights with rows to compute (an empty output needs no kernel), in order, of any kind
+    let rest = fusesLinears(M, K) ? checked.flatMap(({ N }, i) => (N > 0 ? [i] : [])) : [];
+    while (rest.length >= 2) {
+      // the longest run that a kernel where x lives takes in one go
+      let taken = 0;
+      for (let n = rest.length; n >= 2 && taken === 0; n--) {
+        const run = rest.slice(0, n);
+        const inputs = [x];
+        const attrs: LinearsAttrs = { M, K, outputs: [] };
+        for (const i of run) {
+          const { w, rowScale, N } = checked[i]!;
+          const bias = biases[i] ?? undefined;
+          inputs.push(w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []));
+          const outShape = [...x.shape];
+          outShape[outShape.length - 1] = N;
+          attrs.outputs.push({ N, hasBias: !!bias, hasRowScale: !!rowScale, outShape });
         }
-        if (taken === 0) break;
-        rest = rest.slice(taken);
+        if (!accepted(op, inputs, attrs, x.backend)) continue;
+        const ys = await runKernel(op, inputs, attrs);
+        run.forEach((i, j) => (outs[i] = ys[j]));
+        taken = n;
       }
+      if (taken === 0) break;
+      rest = rest.slice(taken);
     }
     for (let i = 0; i < weights.length; i++) outs[i] ??= await linear(x, weights[i]!, biases[i]);
     return outs as Tensor[];

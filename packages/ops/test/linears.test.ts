@@ -72,7 +72,7 @@ describe.each(backends)('linears on $name', (backend) => {
     }
   });
 
-  // K not a multiple of 4, more rows than the GEMV takes, mixed kinds, leading dims: separate linears (or runs of one kind)
+  // K not a multiple of 4, more rows than the GEMV takes, mixed kinds (fused in decode), leading dims
   it.each([
     [[1], 30, ['f32', 'f32']],
     [[5], 64, ['bf16', 'bf16', 'bf16']],
@@ -135,14 +135,19 @@ describe.runIf(gpu)('linears on WebGPU: dispatches', () => {
     }
   });
 
-  it('separate linears for K % 4 != 0, 5+ rows and mixed dtypes; runs of one kind fused', async () => {
+  it('separate linears for K % 4 != 0 and 5+ rows; mixed kinds fused in one dispatch', async () => {
     const f = await Promise.all([5, 7, 9].map((N) => rand([N, K], seed++, g)));
     const h = await rand([6, K], seed++, g, 'bf16');
     const q = await randInt8(6, K, seed++, g);
     expect(await dispatched(g, (await rand([5, K], seed++, g)).t, f.map((w) => w.t))).toEqual([['matmul', 3]]);
-    const x = (await rand([1, K], seed++, g)).t;
-    expect(await dispatched(g, x, [f[0]!.t, h.t, q.w])).toEqual([['matmul', 3]]);
-    expect(await dispatched(g, x, [f[0]!.t, h.t, f[1]!.t])).toEqual([['linears', 1], ['matmul', 1]]);
+    const x = await rand([1, K], seed++, g);
+    expect(await dispatched(g, x.t, [f[0]!.t, h.t, q.w])).toEqual([['linears', 1]]);
+    expect(await dispatched(g, x.t, [f[0]!.t, h.t, f[1]!.t])).toEqual([['linears', 1]]);
+    // Spartacus int8: q, k, v as codes, the decay projection in f32 with its bias
+    const bias = await rand([9], seed++, g);
+    const ys = await linears(x.t, [q.w, f[0]!.t, h.t, f[2]!.t], [null, null, null, bias.t]);
+    const refs = [ref(x.v, q.v, 1, 6, K), ref(x.v, f[0]!.v, 1, 5, K), ref(x.v, h.v, 1, 6, K), ref(x.v, f[2]!.v, 1, 9, K, bias.v)];
+    for (const [i, y] of ys.entries()) assertClose(refs[i]!, await y.data(), { rtol: 1e-5, name: `mixed kinds, matrix ${i}` });
     const odd = await Promise.all([5, 7].map((N) => rand([N, 30], seed++, g)));
     expect(await dispatched(g, (await rand([1, 30], seed++, g)).t, odd.map((w) => w.t))).toEqual([['matmul', 2]]);
   });
@@ -187,8 +192,8 @@ describe.runIf(gpu)('linears on WebGPU: dispatches', () => {
     expect(kernel!.verify!(inputs(2), attrs(2), backend(4))).toMatch(/5 storage bindings, more than the device's 4/);
     expect(kernel!.verify!(inputs(2), attrs(2, 5), backend(16))).toMatch(/1 to 4 rows/);
     expect(kernel!.verify!(inputs(2), attrs(2, 1, 6), backend(16))).toMatch(/K a multiple of 4/);
-    const half = tensor(new Float32Array(8), [2, 4], { backend: g, dtype: 'f16' });
-    expect(kernel!.verify!([w, w, half], attrs(2), backend(16))).toMatch(/one dtype/);
+    const codes = tensor(new Int8Array(8), [2, 4], { backend: g });
+    expect(kernel!.verify!([w, w, codes], attrs(2), backend(16))).toMatch(/weight .* is i8 without row scales/);
     expect(kernel!.verify!(inputs(LINEARS_MAX_MATRICES + 1), attrs(LINEARS_MAX_MATRICES + 1), backend(64))).toMatch(/matrices/);
   });
 
@@ -201,7 +206,7 @@ describe.runIf(gpu)('linears on WebGPU: dispatches', () => {
       const bias = await rand([Ns[1]!], seed++, g);
       const outs = Ns.map((N) => tensor(new Float32Array(M * N).fill(NaN), [M, N], { backend: g }));
       const groups = Ns.map((N) => Math.ceil(N / shape.rowsPerGroup));
-      const prog = linearsProgram(xd, wd, M, [{}, { bias: 'f32' }, {}], shape);
+      const prog = linearsProgram(xd, M, [{ weight: wd }, { weight: wd, bias: 'f32' }, { weight: wd }], shape);
       const uniforms = { K, N0: Ns[0]!, N1: Ns[1]!, N2: Ns[2]!, G1: groups[0]!, G2: groups[0]! + groups[1]! };
       await g.run(prog, [x.t, ws[0]!.t, ws[1]!.t, bias.t, ws[2]!.t], outs, uniforms, [groups[0]! + groups[1]! + groups[2]! + 3, 1, 1]);
       for (const [i, out] of outs.entries()) assertClose(ref(x.v, ws[i]!.v, M, Ns[i]!, K, i === 1 ? bias.v : undefined), await out.data(), { rtol: 1e-5, name: `M=${M} matrix ${i}` });

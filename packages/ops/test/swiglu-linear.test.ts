@@ -70,13 +70,20 @@ describe.each(backends)('swigluLinear on $name', (backend) => {
     assertClose(ref(x.v, g.v, u.v, M, N, K), await y.data(), { rtol: 1e-5, name: `composed ${M}x${N}x${K}` });
   });
 
-  it('int8 weights take the composition; leading dims are kept', async () => {
-    const [N, K] = [33, 64];
+  // int8 weights: fused in decode (each dot product times its row scale), composed for prefill; leading dims kept
+  it.each([
+    [1, 33, 64],
+    [3, 257, 36],
+    [5, 33, 64],
+  ])('int8 weights, M=%i N=%i K=%i, vs float64 of the dequantized weights and the composition', async (M, N, K) => {
     const [g, u] = [await randInt8(N, K, seed++, backend, 'gate'), await randInt8(N, K, seed++, backend, 'up')];
-    const x = await rand([1, 1, K], seed++, backend);
+    const x = await rand([1, M, K], seed++, backend);
     const y = await swigluLinear(x.t, g.w, u.w);
-    expect(y.shape).toEqual([1, 1, N]);
-    assertClose(ref(x.v, g.v, u.v, 1, N, K), await y.data(), { rtol: 1e-5, name: 'int8' });
+    expect(y.shape).toEqual([1, M, N]);
+    const out = await y.data();
+    assertClose(ref(x.v, g.v, u.v, M, N, K), out, { rtol: 1e-5, name: `int8 ${M}x${N}x${K}` });
+    const composedInt8 = await swiglu(await linear(x.t, g.w), await linear(x.t, u.w));
+    assertClose(await composedInt8.data(), out, { rtol: 1e-5, name: `int8 ${M}x${N}x${K} vs composed` });
   });
 
   it('refuses bad shapes and dtypes, naming the tensors', async () => {
@@ -97,7 +104,7 @@ describe.each(backends)('swigluLinear on $name', (backend) => {
 });
 
 describe.runIf(gpu)('swigluLinear on WebGPU: kernel choice', () => {
-  it('one dispatch in decode; linear + linear + swiglu for prefill and int8', async () => {
+  it('one dispatch in decode, float or int8 weights; linear + linear + swiglu for prefill and mixed kinds', async () => {
     const g = gpu as WebGPUBackend;
     const [N, K] = [63, 64];
     const gate = await rand([N, K], seed++, g, 'bf16');
@@ -111,7 +118,8 @@ describe.runIf(gpu)('swigluLinear on WebGPU: kernel choice', () => {
     const x = await rand([1, K], seed++, g);
     const codes = tensor(new Int8Array(N * K), [N, K], { backend: g });
     const scales = tensor(new Float32Array(N).fill(1), [N], { backend: g });
-    expect(await dispatches(gpu as WebGPUBackend, () => swigluLinear(x.t, { codes, scales }, { codes, scales }))).toEqual([['matmul', 2], ['swiglu', 1]]);
+    expect(await dispatches(gpu as WebGPUBackend, () => swigluLinear(x.t, { codes, scales }, { codes, scales }))).toEqual([['swigluLinear', 1]]);
+    expect(await dispatches(gpu as WebGPUBackend, () => swigluLinear(x.t, { codes, scales }, up.t))).toEqual([['matmul', 2], ['swiglu', 1]]);
   });
 
   // Other GEMV shapes, f16 weights and an f16 x, into an output poisoned with NaN (unwritten elements show)

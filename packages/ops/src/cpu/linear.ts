@@ -29,12 +29,14 @@ function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, ha
 }
 
 /** silu(x gate^T) * (x up^T): both dot products in float64, the product rounded to f32 once. */
-function swigluLinear([x, gate, up]: Tensor[], { M, N, K, outShape }: SwigluLinearAttrs): Tensor {
+function swigluLinear([x, gate, up, gateScale, upScale]: Tensor[], { M, N, K, hasRowScale, outShape }: SwigluLinearAttrs): Tensor {
   const out = empty(outShape, { backend: cpu });
   const o = cpuStorage(out);
   const xv = cpuValues(x!);
   const gv = cpuValues(gate!);
   const uv = cpuValues(up!);
+  const gs = hasRowScale ? cpuValues(gateScale!) : undefined;
+  const us = hasRowScale ? cpuValues(upScale!) : undefined;
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
       let g = 0;
@@ -44,7 +46,7 @@ function swigluLinear([x, gate, up]: Tensor[], { M, N, K, outShape }: SwigluLine
         g += xk * gv[n * K + k]!;
         u += xk * uv[n * K + k]!;
       }
-      o[m * N + n] = silu64(g) * u;
+      o[m * N + n] = silu64(g * (gs ? gs[n]! : 1)) * (u * (us ? us[n]! : 1));
     }
   }
   return out;

@@ -266,6 +266,8 @@ function gemvLaneReduce(rows: number, threads: number, lanes: number, sums: read
  */
 export interface GemvEpilogue extends Epilogue {
   swiglu?: boolean;
+  /** With `swiglu` and int8 weights: the dtype of up's row scales, bound after gate's (`rowScale`). */
+  upScale?: DType;
 }
 
 /**
@@ -309,18 +311,20 @@ function gemvLoop(rows: number, { lanes, unroll }: GemvShape, load: string, load
  */
 export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: GemvEpilogue, shape: GemvShape = DEFAULT_GEMV): Program {
   const fused = post.swiglu === true;
-  if (fused && (post.bias || post.rowScale || post.residual)) throw new Error('gemvProgram: the swiglu GEMV takes no bias, row scale or residual');
+  if (fused && (post.bias || post.residual || !post.rowScale !== !post.upScale)) throw new Error('gemvProgram: the swiglu GEMV takes no bias or residual, and row scales for both matrices or neither');
   const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
-  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? ':swiglu' : ''}`, () => {
+  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? `:swiglu:${post.upScale}` : ''}`, () => {
     const lw = load4('w', wDType);
     const lu = load4('up', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
-    const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, _col, u) => `silu(${g}) * ${u}`, ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply, ['acc'], !!post.residual);
+    // int8 swiglu: each dot product times its matrix's row scale before silu and the product
+    const swiglu = (g: string, col: string, u: string) => (post.upScale ? `silu(${g} * load_rowScale(${col})) * (${u} * load_upScale(${col}))` : `silu(${g}) * ${u}`);
+    const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, col, u) => swiglu(g, col, u!), ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply, ['acc'], !!post.residual);
     return program({
       name: fused ? 'swigluLinear' : 'matmul',
-      inputs: fused ? { x: xDType, w: wDType, up: wDType } : { x: xDType, w: wDType, ...ep.inputs },
+      inputs: fused ? { x: xDType, w: wDType, up: wDType, ...(post.upScale ? { rowScale: post.rowScale!, upScale: post.upScale } : {}) } : { x: xDType, w: wDType, ...ep.inputs },
       outputs: { out: 'f32' },
       views: { ...(xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view }), ...(fused ? { up: lu.view } : {}) },
       uniforms: { N: 'u32', K: 'u32' },
@@ -346,23 +350,24 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
 /** At most this many weight matrices share one `linears` dispatch (each adds a branch to the kernel). */
 export const LINEARS_MAX_MATRICES = 8;
 
-/** One matrix of `linearsProgram`: the dtypes of its bias and row scales, when it has them. */
+/** One matrix of `linearsProgram`: its weight's dtype (float, or i8 codes), and the dtypes of its bias and row scales, when it has them. */
 export interface LinearsMatrix {
+  weight: DType;
   bias?: DType;
   rowScale?: DType;
 }
 
 /**
  * Several GEMVs of one x in one dispatch: y_i[m, n] = dot(x[m, :], w_i[n, :]) * rowScale_i[n] + bias_i[n] for
- * the matrices i of `mats` (weights of one dtype, f32/f16/bf16 or i8 codes). Each workgroup computes
+ * the matrices i of `mats` (each weight of its own dtype, f32/f16/bf16 or i8 codes). Each workgroup computes
  * `rowsPerGroup` rows of one matrix, exactly as `gemvProgram` does for that matrix alone: the workgroups
  * [g_i, g_(i+1)) are matrix i's (g_i in the uniforms G<i>, g_0 = 0), so which matrix a workgroup reads is
  * uniform over it and the lanes' reduction is shared. Bindings: x, then per matrix weight<i>, bias<i>,
  * scale<i> (those present), then the outputs out<i>; uniforms K, N<i>, G<i>.
  */
-export function linearsProgram(xDType: DType, wDType: DType, rows: number, mats: readonly LinearsMatrix[], shape: GemvShape = DEFAULT_GEMV): Program {
+export function linearsProgram(xDType: DType, rows: number, mats: readonly LinearsMatrix[], shape: GemvShape = DEFAULT_GEMV): Program {
   const { rowsPerGroup, lanes } = shape;
-  const key = `ops:linears:${xDType}:${wDType}:${rows}:${mats.map((e) => `${e.bias}/${e.rowScale}`).join(',')}:${rowsPerGroup}x${lanes}x${shape.unroll}`;
+  const key = `ops:linears:${xDType}:${rows}:${mats.map((e) => `${e.weight}/${e.bias}/${e.rowScale}`).join(',')}:${rowsPerGroup}x${lanes}x${shape.unroll}`;
   return cached(key, () => {
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
@@ -373,8 +378,8 @@ export function linearsProgram(xDType: DType, wDType: DType, rows: number, mats:
     const loaders: string[] = [];
     const uniforms: Record<string, 'u32'> = { K: 'u32' };
     mats.forEach((e, i) => {
-      const l = load4(`weight${i}`, wDType);
-      inputs[`weight${i}`] = wDType;
+      const l = load4(`weight${i}`, e.weight);
+      inputs[`weight${i}`] = e.weight;
       views[`weight${i}`] = l.view;
       loaders.push(l.fn);
       if (e.bias) inputs[`bias${i}`] = e.bias;
@@ -448,31 +453,31 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
 }
 
 /** The fused gate/up GEMV of `swigluLinear`: one dispatch for silu(x gate^T) * (x up^T). */
-async function swigluLinear(inputs: Tensor[], { M, N, K, outShape }: SwigluLinearAttrs, backend: WebGPUBackend): Promise<Tensor> {
-  const [x, gate] = inputs as [Tensor, Tensor, Tensor];
+async function swigluLinear(inputs: Tensor[], { M, N, K, hasRowScale, outShape }: SwigluLinearAttrs, backend: WebGPUBackend): Promise<Tensor> {
+  const [x, gate, , gateScale, upScale] = inputs as [Tensor, Tensor, Tensor, Tensor?, Tensor?];
   const out = empty(outShape, { backend });
   if (out.size === 0) return out;
-  const prog = gemvProgram(x.dtype, gate.dtype, M, { swiglu: true });
+  const prog = gemvProgram(x.dtype, gate.dtype, M, { swiglu: true, ...(hasRowScale ? { rowScale: gateScale!.dtype, upScale: upScale!.dtype } : {}) });
   await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
   return out;
 }
 
 /** The fused GEMVs of `linears`: one dispatch, one output per matrix (see linearsProgram). */
 async function linears(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backend: WebGPUBackend): Promise<Tensor[]> {
-  const [x, w] = inputs as [Tensor, Tensor];
+  const x = inputs[0]!;
   const outs = outputs.map(({ outShape }) => empty(outShape, { backend }));
   const mats: LinearsMatrix[] = [];
   const uniforms: Record<string, number> = { K };
   let at = 1;
   let groups = 0;
   outputs.forEach(({ N, hasBias, hasRowScale }, i) => {
-    at++; // the weight
-    mats.push({ bias: hasBias ? inputs[at++]!.dtype : undefined, rowScale: hasRowScale ? inputs[at++]!.dtype : undefined });
+    const weight = inputs[at++]!.dtype;
+    mats.push({ weight, bias: hasBias ? inputs[at++]!.dtype : undefined, rowScale: hasRowScale ? inputs[at++]!.dtype : undefined });
     uniforms[`N${i}`] = N;
     if (i > 0) uniforms[`G${i}`] = groups;
     groups += Math.ceil(N / DEFAULT_GEMV.rowsPerGroup);
   });
-  const prog = linearsProgram(x.dtype, w.dtype, M, mats);
+  const prog = linearsProgram(x.dtype, M, mats);
   await backend.run(prog, inputs, outs, uniforms, grid1d(groups * DEFAULT_GEMV.rowsPerGroup, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
   return outs;
 }
@@ -481,18 +486,15 @@ async function linears(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backen
 function linearsVerdict(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backend: WebGPUBackend): true | string {
   if (!(M >= 1 && M <= GEMV_MAX_ROWS && K % 4 === 0)) return `the fused GEMVs take 1 to ${GEMV_MAX_ROWS} rows and K a multiple of 4 (got ${M} x ${K})`;
   if (outputs.length < 1 || outputs.length > LINEARS_MAX_MATRICES) return `the fused GEMVs take 1 to ${LINEARS_MAX_MATRICES} matrices (got ${outputs.length})`;
-  const dtypes = new Set<DType>();
   let at = 1;
   let groups = 0;
   for (const { N, hasBias, hasRowScale } of outputs) {
     const w = inputs[at]!;
-    dtypes.add(w.dtype);
     if (hasRowScale !== (w.dtype === 'i8')) return `weight ${w.name ?? at} is ${w.dtype} ${hasRowScale ? 'with' : 'without'} row scales`;
     if (N < 1) return 'a matrix has no rows';
     groups += Math.ceil(N / DEFAULT_GEMV.rowsPerGroup);
     at += 1 + (hasBias ? 1 : 0) + (hasRowScale ? 1 : 0);
   }
-  if (dtypes.size !== 1) return `the fused GEMVs take weights of one dtype (got ${[...dtypes].join(', ')})`;
   const { maxStorageBuffersPerShaderStage: maxStorage, maxBindingsPerBindGroup: maxBindings, maxComputeWorkgroupsPerDimension: maxGroups } = backend.limits;
   const storage = inputs.length + outputs.length;
   if (storage > maxStorage! || storage + 1 > maxBindings!) return `${storage} storage bindings, more than the device's ${maxStorage} per shader stage (or ${maxBindings} per bind group)`;
@@ -522,13 +524,14 @@ registerKernel({
   backend: 'webgpu',
   fn: swigluLinear,
   // only the GEMV case (the frontend composes the rest from linear and swiglu)
-  verify: ([, gate, up]: Tensor[], { M, K }: SwigluLinearAttrs) =>
-    (M <= GEMV_MAX_ROWS && K % 4 === 0 && gate!.dtype === up!.dtype && gate!.dtype !== 'i8') || `the fused GEMV takes at most ${GEMV_MAX_ROWS} rows, K a multiple of 4 and float weights of one dtype (got ${M} x ${K}, ${gate!.dtype} and ${up!.dtype})`,
+  verify: ([, gate, up]: Tensor[], { M, K, hasRowScale }: SwigluLinearAttrs) =>
+    (M <= GEMV_MAX_ROWS && K % 4 === 0 && gate!.dtype === up!.dtype && (gate!.dtype === 'i8') === hasRowScale) ||
+    `the fused GEMV takes at most ${GEMV_MAX_ROWS} rows, K a multiple of 4 and weights of one dtype, float or i8 codes with row scales (got ${M} x ${K}, ${gate!.dtype} and ${up!.dtype})`,
 });
 registerKernel({
   op: 'linears',
   backend: 'webgpu',
   fn: linears,
-  // the GEMV case only, weights of one dtype and bindings the device has (linears composes separate linears otherwise)
+  // the GEMV case only and bindings the device has (linears composes separate linears otherwise)
   verify: linearsVerdict,
 });
