@@ -4,7 +4,9 @@
  * Run by tools/bench: `npx phalanx bench quantizer [--quick] [--case NAME]... [--packed-gemv RxLxU[xT][w]]
  * [--packed-tile BMxBNxBKxTMxTN]` (the last two try other shapes of the packed kernels on WebGPU; a trailing
  * `w`, e.g. `16x64x1x4w`, loads each lane's codes as vec4<u32> of 4 groups at 2, 4 and 8 bits, and is
- * dropped for the other widths).
+ * dropped for the other widths). `--activations int8` runs the packed 4- and 8-bit GEMVs with int8 activations
+ * (`quantizedLinear`'s `int8Activations`: x quantized per row, integer dot products; checked against the x they
+ * multiply).
  *
  * Each case times its f32 counterpart (f32 weights of the same shape through `linear`) in the same process,
  * after making its codes and right before timing it (each after the harness's 300 ms of warm-up): the row's
@@ -15,7 +17,7 @@
 import { type Backend, Rng, type Tensor, empty, randn, tensor } from '@phalanx/core';
 import { linear } from '@phalanx/ops';
 import { type CaseContext, type CaseSpec, type Timed, defineCases, disposeAll, spotCheck, timeCall } from '../../../tools/bench/harness.js';
-import { type PackedLinearAttrs, clipRange, packBits, packedBytes, quantizedLinear } from '../src/index.js';
+import { type PackedLinearAttrs, clipRange, int8ActivationRows, packBits, packedBytes, quantizedLinear } from '../src/index.js';
 import { type PackedShapes, runPackedLinear } from '../src/webgpu.js';
 
 interface Shape {
@@ -88,6 +90,8 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
   const { M, N, K } = s;
   const backend: Backend = ctx.backend;
   const bits = s.codes === 'int8' ? 8 : s.codes;
+  // --activations int8: x quantized per row, integer dot products (packed 4- and 8-bit codes in the GEMV case)
+  const int8Activations = ctx.option('activations') === 'int8' && s.codes !== 'int8';
   const hostX = randn([M, K], { seed: 1 });
   const x = await hostX.to(backend);
 
@@ -103,7 +107,7 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
   let run: () => Promise<unknown>;
   if (s.codes !== 'int8' && g) {
     // the kernels straight, so that --packed-gemv / --packed-tile can try other shapes
-    const attrs: PackedLinearAttrs = { M, N, K, bits, hasBias: false, outShape: [M, N] };
+    const attrs: PackedLinearAttrs = { M, N, K, bits, hasBias: false, int8Activations, outShape: [M, N] };
     const out = (y = empty([M, N], { backend }));
     const shapes = shapesOf(ctx);
     run = () => runPackedLinear(g, [x, w, scales], out, attrs, shapes);
@@ -111,7 +115,7 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
     const q = { codes: w, scales, bits, clipSigmas: 12, method: 'rtn' as const, shape: [N, K] };
     run = async () => {
       y?.dispose();
-      y = await quantizedLinear(x, q);
+      y = await quantizedLinear(x, q, null, { int8Activations });
     };
   }
   // the f32 counterpart, timed right before the case (both after timeCall's warm-up: the codes are made on the CPU first)
@@ -123,8 +127,9 @@ async function quantizedCase(ctx: CaseContext, s: Shape): Promise<Timed> {
     flops,
     bytes: weightBytes,
     derive: (ms) => ({ TFLOPs: flops / ms / 1e9, speedupVsF32: f32.medianMs / ms }),
-    extra: { bitsPerWeight: (8 * weightBytes) / (N * K), f32 },
-    check: async () => checkCodes(await hostX.data(), codes, await hostScales.data(), await y!.data(), s),
+    extra: { bitsPerWeight: (8 * weightBytes) / (N * K), f32, ...(int8Activations ? { activations: 'int8' } : {}) },
+    // int8 activations: against the x they multiply (quantized per row); the products are then exact
+    check: async () => checkCodes(int8Activations ? int8ActivationRows(await hostX.data(), M, K) : await hostX.data(), codes, await hostScales.data(), await y!.data(), s),
     dispose: () => disposeAll(x, w, scales, y, hostX, hostScales),
   };
 }

@@ -1,12 +1,13 @@
 import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
 import type { PackedLinearAttrs } from './linear.js';
 import { unpackRange } from './pack.js';
+import { roundHalfEven } from './sdclip.js';
 
 /** The reference: one row of W decoded at a time (never all of W), float64 accumulation. */
-function packedLinear([x, codes, scales, bias]: Tensor[], { M, N, K, bits, hasBias, outShape }: PackedLinearAttrs): Tensor {
+function packedLinear([x, codes, scales, bias]: Tensor[], { M, N, K, bits, hasBias, int8Activations, outShape }: PackedLinearAttrs): Tensor {
   const out = empty(outShape, { backend: cpu });
   const o = cpuStorage(out);
-  const xs = cpuValues(x!);
+  const xs = int8Activations ? int8ActivationRows(cpuValues(x!), M, K) : cpuValues(x!);
   const s = cpuValues(scales!);
   const b = hasBias ? cpuValues(bias!) : undefined;
   const bytes = cpuStorage(codes!) as Uint8Array;
@@ -18,6 +19,23 @@ function packedLinear([x, codes, scales, bias]: Tensor[], { M, N, K, bits, hasBi
       for (let k = 0; k < K; k++) acc += xs[m * K + k]! * row[k]!;
       o[m * N + n] = acc * s[n]! + (b ? b[n]! : 0);
     }
+  }
+  return out;
+}
+
+/**
+ * x [M, K] quantized per row as the int8-activation GEMV does it (in f32: s = max |x| / 127, or 1 for a row of
+ * zeros; q = round(x * (1 / s)), ties to even, clamped to [-127, 127]) and returned as q * s: the products with
+ * the codes then sum to what the kernel's integer dot products give, times s.
+ */
+export function int8ActivationRows(x: ArrayLike<number>, M: number, K: number): Float64Array {
+  const out = new Float64Array(M * K);
+  for (let m = 0; m < M; m++) {
+    let max = 0;
+    for (let k = 0; k < K; k++) max = Math.max(max, Math.abs(x[m * K + k]!));
+    const s = max > 0 ? Math.fround(max / 127) : 1;
+    const inv = Math.fround(1 / s);
+    for (let k = 0; k < K; k++) out[m * K + k] = Math.max(-127, Math.min(127, roundHalfEven(Math.fround(x[m * K + k]! * inv)))) * s;
   }
   return out;
 }

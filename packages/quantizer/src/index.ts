@@ -16,7 +16,8 @@
 export { type ArtifactSize, type ArtifactSizeOptions, ARTIFACT_FORMAT, ARTIFACT_KEY, artifactSize, byteShuffle, byteUnshuffle, readArtifact, writeArtifact } from './artifact.js';
 export { type Hessian, accumulateHessian, createHessian, hessianMatrix } from './gptq.js';
 export { type FoldedPair, type HadamardOptions, type HadamardRotation, foldHadamard, hadamardSigns, hadamardTransform } from './hadamard.js';
-export { type PackedLinearAttrs, quantizedLinear, quantizedTo, rotateHadamard } from './linear.js';
+export { int8ActivationRows } from './cpu.js';
+export { type PackedLinearAttrs, type QuantizedLinearOptions, quantizedLinear, quantizedTo, rotateHadamard } from './linear.js';
 export { type CodeLayout, codeLayout, packBits, packQuantized, packedBytes, quantizedDims, unpackBits, unpackQuantized } from './pack.js';
 export { type DequantizeModelOptions, type QuantClass, type QuantPolicy, type QuantRule, type QuantizedModel, GOLF_POLICY, POLICIES, classifyTensor, dequantizeModel, quantizeModel } from './policy.js';
 export { type DequantizeOptions, type QuantMethod, type QuantizeOptions, type QuantizedTensor, dequantize, quantize } from './quantize.js';

@@ -4,7 +4,7 @@ import { type HadamardRotation, hadamardRotation, rotateRows } from './hadamard.
 import { type CodeLayout, codeLayout, packQuantized, quantizedDims, unpackQuantized } from './pack.js';
 import type { QuantizedTensor } from './quantize.js';
 import './cpu.js';
-import './webgpu.js';
+import { PACKED_GEMV_MAX_ROWS, int8ActivationRefusal } from './webgpu.js';
 
 /**
  * y[m, n] = (sum_k x[m, k] * code[n, k]) * scale[n] (+ bias[n]) with the codes read from a `packBits` stream
@@ -16,7 +16,20 @@ export interface PackedLinearAttrs {
   K: number;
   bits: number;
   hasBias: boolean;
+  /** x quantized per row to int8, products as integer dot products (`QuantizedLinearOptions.int8Activations`). */
+  int8Activations?: boolean;
   outShape: number[];
+}
+
+export interface QuantizedLinearOptions {
+  /**
+   * Opt-in, packed 4- or 8-bit codes in the GEMV case (1 to 4 rows of x, K a multiple of 32 at 4 bits and of 16
+   * at 8): each row m of x is quantized to int8, s_m = max |x[m, :]| / 127 and q = round(x / s_m) (ties to even,
+   * in f32), and the products are exact integer dot products (WGSL `dot4I8Packed`): y = s_m * scale[n] *
+   * sum_k q code + b. Faster on GPUs with 4-way int8 dot products; x's rounding adds an error of about
+   * 2^-8 of max |x| per element (docs/packages/quantizer.md). Other shapes and widths are an InputError.
+   */
+  int8Activations?: boolean;
 }
 
 /**
@@ -33,22 +46,30 @@ export interface PackedLinearAttrs {
  * const q = await quantizedTo(await quantize(w, { bits: 4, clipSigmas: 6 }), gpu, { layout: 'packed' });
  * const y = await quantizedLinear(x, q, bias); // reads 4 bits per weight
  */
-export async function quantizedLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null): Promise<Tensor> {
+export async function quantizedLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null, options: QuantizedLinearOptions = {}): Promise<Tensor> {
   const name = q.codes.name ?? 'codes';
   const [N, K] = quantizedDims(q);
   assertFloat('quantizedLinear', x, 'input');
   if (x.rank < 1 || x.shape[x.rank - 1] !== K) throw new ShapeError(`quantizedLinear: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (${name} holds [${N}, ${K}])`);
-  if (!q.rotation) return codesLinear(x, q, bias);
+  if (options.int8Activations) {
+    const M = x.size / K;
+    const why =
+      codeLayout(q) !== 'packed' ? 'codes held one per byte (int8 layout); use quantizedTo(q, backend, { layout: "packed" })'
+      : M > PACKED_GEMV_MAX_ROWS ? `${M} rows of x (the GEMV takes 1 to ${PACKED_GEMV_MAX_ROWS})`
+      : int8ActivationRefusal(q.bits, K);
+    if (why) throw new InputError(`quantizedLinear ${name}: int8Activations cannot run here: ${why}`);
+  }
+  if (!q.rotation) return codesLinear(x, q, bias, options);
   const rotated = await rotateHadamard(x, q.rotation);
   try {
-    return await codesLinear(rotated, q, bias);
+    return await codesLinear(rotated, q, bias, options);
   } finally {
     rotated.dispose();
   }
 }
 
 /** y = x (codes * scale_r)^T + b; x checked by the caller. */
-async function codesLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null): Promise<Tensor> {
+async function codesLinear(x: Tensor, q: QuantizedTensor, bias: Tensor | null | undefined, options: QuantizedLinearOptions): Promise<Tensor> {
   if (codeLayout(q) === 'int8') return linear(x, q, bias);
   const name = q.codes.name ?? 'codes';
   const [N, K] = quantizedDims(q);
@@ -57,7 +78,7 @@ async function codesLinear(x: Tensor, q: QuantizedTensor, bias?: Tensor | null):
     assertFloat('quantizedLinear', t, role);
     if (t.rank !== 1 || t.shape[0] !== N) throw new ShapeError(`quantizedLinear: ${role} ${t.name ?? role} ${formatShape(t.shape)} must be [${N}] to match ${name}`);
   }
-  const attrs: PackedLinearAttrs = { M: x.size / K, N, K, bits: q.bits, hasBias: !!bias, outShape: [...x.shape.slice(0, -1), N] };
+  const attrs: PackedLinearAttrs = { M: x.size / K, N, K, bits: q.bits, hasBias: !!bias, int8Activations: !!options.int8Activations, outShape: [...x.shape.slice(0, -1), N] };
   return (await runKernel('packedLinear', [x, q.codes, q.scales, ...(bias ? [bias] : [])], attrs))[0]!;
 }
 

@@ -305,6 +305,173 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
   });
 }
 
+/** Widths the int8-activation GEMV reads: codes that sit whole in bytes (as nibbles or bytes) of one-word groups. */
+export const INT8_ACTIVATION_BITS = [4, 8] as const;
+
+/** Why the int8-activation GEMV cannot take rows of K codes of `bits` bits, or undefined where it can. */
+export function int8ActivationRefusal(bits: number, K: number): string | undefined {
+  if (bits !== 4 && bits !== 8) return `int8 activations take 4- or 8-bit codes, not ${bits} bits`;
+  return wideRefusal(bits, K);
+}
+
+/**
+ * The GEMV with int8 activations (`PackedLinearAttrs.int8Activations`): each row m of x is quantized to int8 with
+ * s_m = max|x[m, :]| / 127 (q = round(x / s_m), ties to even; a row of zeros has s_m = 1), and each product of
+ * 4 codes with 4 quantized x is one `dot4I8Packed`, accumulated exactly in i32: y[m, n] = s_m * scale[n] *
+ * sum_k q[m, k] code[n, k] (+ bias). 4-bit codes are stored as c + 8: their nibbles, masked into bytes (even
+ * and odd codes of a word apart), meet x packed in the same order, and 8 * sum_k q[m, k] is subtracted; 8-bit
+ * codes are c + 128, and flipping each byte's top bit gives c. A workgroup first finds each row's max |x|, then
+ * walks K in slices as the wide aligned GEMV does: per slice it quantizes and packs the slice's x into
+ * workgroup memory (4 x per u32, 16 per vec4<u32> slot, a padding slot per unit at 4 bits), while each thread
+ * holds one vec4<u32> of codes per output row and unit in registers, loaded a slice ahead.
+ */
+export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, K: number, shape: PackedGemvShape): Program {
+  const refusal = int8ActivationRefusal(bits, K);
+  if (refusal) throw new InputError(`packed GEMV: ${refusal}`);
+  const { rowsPerGroup, lanes, unroll } = shape;
+  const R = shape.rowsPerThread ?? 1;
+  if (!(lanes > 0 && (lanes & (lanes - 1)) === 0)) throw new InputError(`packed GEMV: lanes must be a power of two, got ${lanes}`);
+  if (!(Number.isInteger(rowsPerGroup / R) && rowsPerGroup >= R && unroll >= 1 && Number.isInteger(unroll))) {
+    throw new InputError(`packed GEMV: ${rowsPerGroup} rows per workgroup, ${R} per thread, unroll ${unroll}`);
+  }
+  const threads = (rowsPerGroup / R) * lanes;
+  const codes = 4 * (32 / bits); // codes per unit: 4 words
+  const V = codes / 16; // vec4<u32> of packed x per unit: 2 at 4 bits, 1 at 8
+  const S = V > 1 ? V + 1 : 1; // slots per unit: one of padding at 4 bits (no bank conflicts)
+  const xSlots = lanes * unroll * S; // per row of x
+  const RQ = Math.ceil(R / 4);
+  const red = threads * RQ; // partial sums of one row of x, 4 output rows per slot
+  const fSlots = Math.max(threads, red); // f32 workgroup memory: the max |x| reduction, then the lanes' sums
+  const mPass = Math.max(1, Math.min(rows, Math.floor((GEMV_SLOTS - rows * xSlots) / red)));
+  if (rows * xSlots + Math.max(threads, mPass * red) > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${rowsPerGroup}x${lanes}x${unroll}x${R} needs more than 16 KiB of workgroup memory for ${rows} rows`);
+  const ep = epilogue(post);
+  const name = `${rowsPerGroup}x${lanes}x${unroll}x${R}`;
+  return cached(`quantizer:gemv-int8x:${xDType}:${ep.key}:${bits}:${rows}:${name}`, () => {
+    const [Rr, Ur, Mr, Tr] = [range(R), range(unroll), range(rows), range(4)];
+    const LU = lanes * unroll;
+    const vecX = xDType === 'f32';
+    const x4 = (m: string, k4: string) =>
+      vecX ? `x[${m} * K4 + ${k4}]` : `vec4<f32>(load_x(${m} * u.K + ${k4} * 4u), load_x(${m} * u.K + ${k4} * 4u + 1u), load_x(${m} * u.K + ${k4} * 4u + 2u), load_x(${m} * u.K + ${k4} * 4u + 3u))`;
+    // codes: vec4<u32> of unit g + j * lanes + lane for each output row r into registers p<r>_<j>
+    const loads = (p: string, g: string, decl: string) =>
+      Ur.map((j) => `let g${p}${j} = min(${g} + ${j * lanes}u + lane, cl);`)
+        .concat(Rr.flatMap((r) => Ur.map((j) => `${decl}${p}${r}_${j} = codes[rs${r} + g${p}${j}];`)))
+        .join('\n    ');
+    // x staging: element e = lid.x + i * threads of [rows][LU * V] slots, each 16 x (4 vec4) quantized into one vec4<u32>
+    const total = rows * LU * V;
+    const E = range(Math.ceil(total / threads));
+    const guard = (i: number) => ((i + 1) * threads <= total ? '' : ` && lid.x + ${i * threads}u < ${total}u`);
+    const xload = (p: string, g: string) =>
+      E.map(
+        (i) => `{ let e = lid.x + ${i * threads}u; let m = e / ${LU * V}u; let k4 = (${g} * ${V}u + e % ${LU * V}u) * 4u;
+      ${Tr.map((t) => `${p}${i}_${t} = select(vec4<f32>(0.0), ${x4('m', `min(k4 + ${t}u, K4 - 1u)`)}, k4 + ${t}u < K4${guard(i)});`).join(' ')} }`,
+      ).join('\n    ');
+    const q = (v: string, m: string) => `vec4<i32>(round(${v} * xinv[${m}]))`;
+    // 4 bits: word t of a unit holds codes 8t..8t+7; its even codes meet x (8t, 8t+2, 8t+4, 8t+6), its odd ones the rest
+    const pack = (p: string, i: number, m: string) =>
+      bits === 8
+        ? `vec4<u32>(${Tr.map((t) => `pack4xI8Clamp(${q(`${p}${i}_${t}`, m)})`).join(', ')})`
+        : `vec4<u32>(${[0, 2].flatMap((t) => [`pack4xI8Clamp(${q(`vec4<f32>(${p}${i}_${t}.xz, ${p}${i}_${t + 1}.xz)`, m)})`, `pack4xI8Clamp(${q(`vec4<f32>(${p}${i}_${t}.yw, ${p}${i}_${t + 1}.yw)`, m)})`]).join(', ')})`;
+    const slotOf = (ii: string) => (S === 1 ? ii : `${ii} / ${V}u * ${S}u + ${ii} % ${V}u`);
+    const xstore = (p: string) =>
+      E.map((i) => {
+        const st = `{ let e = lid.x + ${i * threads}u; let m = e / ${LU * V}u; xw[m * ${xSlots}u + ${slotOf(`(e % ${LU * V}u)`)}] = ${pack(p, i, 'm')}; }`;
+        return guard(i) ? `if (lid.x + ${i * threads}u < ${total}u) ${st}` : st;
+      }).join('\n    ');
+    const xdecl = (p: string) => E.flatMap((i) => Tr.map((t) => `var ${p}${i}_${t}: vec4<f32>;`)).join(' ');
+    // the products of unit j: per row of x its packed x (V vec4<u32>), per output row the 4 code words
+    const dot = (w: string, t: number, xv: (v: number) => string) =>
+      bits === 8
+        ? `dot4I8Packed(${w}.${'xyzw'[t]} ^ 0x80808080u, ${xv(0)}.${'xyzw'[t]})`
+        : `dot4I8Packed(${w}.${'xyzw'[t]} & 0x0f0f0f0fu, ${xv(t >> 1)}.${'xyzw'[(t & 1) * 2]}) + dot4I8Packed((${w}.${'xyzw'[t]} >> 4u) & 0x0f0f0f0fu, ${xv(t >> 1)}.${'xyzw'[(t & 1) * 2 + 1]})`;
+    const compute = Ur.map(
+      (j) => `{
+      let xb = (${j * lanes}u + lane) * ${S}u;
+      ${Mr.map(
+        (m) => `{
+        ${range(V).map((v) => `let x${v} = xw[${m * xSlots}u + xb + ${v}u];`).join(' ')}
+        ${bits === 4 ? `sq${m} += ${range(V).map((v) => `dot4I8Packed(0x01010101u, x${v}.x) + dot4I8Packed(0x01010101u, x${v}.y) + dot4I8Packed(0x01010101u, x${v}.z) + dot4I8Packed(0x01010101u, x${v}.w)`).join(' + ')};` : ''}
+        ${Rr.map((r) => `acc${m}_${r} += ${Tr.map((t) => dot(`w${r}_${j}`, t, (v) => `x${v}`)).join(' + ')};`).join('\n        ')}
+      }`,
+      ).join('\n      ')}
+    }`,
+    ).join('\n    ');
+    const body = `${loads('w', 'g0', 'var ')}
+  ${xdecl('xr')} ${xdecl('xn')}
+  ${xload('xr', 'g0')}
+  loop {
+    ${xstore('xr')}
+    workgroupBarrier();
+    let g1 = g0 + ${LU}u;
+    ${loads('n', 'g1', 'let ')}
+    ${xload('xn', 'g1')}
+    ${compute}
+    workgroupBarrier();
+    if (g1 >= C) { break; }
+    ${Rr.flatMap((r) => Ur.map((j) => `w${r}_${j} = n${r}_${j};`)).join(' ')}
+    ${E.flatMap((i) => Tr.map((t) => `xr${i}_${t} = xn${i}_${t};`)).join(' ')}
+    g0 = g1;
+  }`;
+    // each row's max |x| over K (all threads), into xinv (127 / max) and xs (max / 127)
+    const scan = `${Mr.map((m) => `var mx${m} = 0.0;`).join(' ')}
+  for (var k4 = lid.x; k4 < K4; k4 += ${threads}u) {
+    ${Mr.map((m) => `{ let a = abs(${x4(`${m}u`, 'k4')}); mx${m} = max(mx${m}, max(max(a.x, a.y), max(a.z, a.w))); }`).join('\n    ')}
+  }
+  sh[lid.x] = vec4<f32>(${range(4).map((c) => (c < rows ? `mx${c}` : '0.0')).join(', ')});
+  workgroupBarrier();
+  for (var s = ${threads / 2}u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { sh[lid.x] = max(sh[lid.x], sh[lid.x + s]); }
+    workgroupBarrier();
+  }
+  let xmax = sh[0];
+  workgroupBarrier();
+  var xinv: array<f32, ${rows}>;
+  var xs: array<f32, ${rows}>;
+  ${Mr.map((m) => `xs[${m}] = select(1.0, xmax.${'xyzw'[m]} / 127.0, xmax.${'xyzw'[m]} > 0.0); xinv[${m}] = 1.0 / xs[${m}];`).join('\n  ')}`;
+    const hsum = (m: number, r: number) => (r < R ? `f32(acc${m}_${r}${bits === 4 ? ` - 8 * sq${m}` : ''}) * xs[${m}]` : '0.0');
+    const passes = range(Math.ceil(rows / mPass)).map((p) => Mr.slice(p * mPass, (p + 1) * mPass));
+    const reduce = passes
+      .map((ms, p) => {
+        const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
+        const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
+        return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = vec4<f32>(${range(4).map((c) => hsum(m, 4 * rq + c)).join(', ')});`).join('\n  ')}
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      ${each((mi, _m, rq) => `sh[${slot(mi, rq)}] += sh[${slot(mi, rq)} + s];`).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+    ${ms.flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${ep.apply(`sh[${slot(mi, r >> 2)}].${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`)).join('\n    ')}
+  }`;
+      })
+      .join('\n  ');
+    return program({
+      name: 'packedLinear',
+      inputs: { x: xDType, codes: 'u8', ...ep.inputs },
+      outputs: { out: 'f32' },
+      views: { codes: 'vec4<u32>', ...(vecX ? { x: 'vec4<f32>' } : {}) },
+      uniforms: { N: 'u32', K: 'u32' },
+      workgroupSize: threads,
+      helpers: `var<workgroup> xw: array<vec4<u32>, ${rows * xSlots}>;
+var<workgroup> sh: array<vec4<f32>, ${Math.max(fSlots, mPass * red)}>;`,
+      main: `  let lane = lid.x % ${lanes}u;
+  let nBase = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + lid.x / ${lanes}u * ${R}u;
+  let C = u.K / ${codes}u;
+  let cl = C - 1u;
+  let K4 = u.K / 4u;
+  ${scan}
+  ${Rr.map((r) => `let rs${r} = min(nBase + ${r}u, u.N - 1u) * C;`).join(' ')}
+  ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = 0;`)).join(' ')}
+  ${bits === 4 ? Mr.map((m) => `var sq${m} = 0;`).join(' ') : ''}
+  var g0 = 0u;
+  ${body}
+  ${reduce}`,
+    });
+  });
+}
+
 /** The GEMV of rows that start anywhere in a word (K not a multiple of the group's codes). */
 function unalignedGemvProgram(xDType: DType, post: PackedEpilogue, rows: number, shape: PackedGemvShape): Program {
   const ep = epilogue(post);
@@ -431,6 +598,12 @@ export async function runPackedLinear(backend: WebGPUBackend, inputs: Tensor[], 
   const [x, , scales, bias] = inputs as [Tensor, Tensor, Tensor, Tensor?];
   const { M, N, K, bits } = attrs;
   const post: PackedEpilogue = { scales: scales.dtype, bias: attrs.hasBias ? bias!.dtype : undefined };
+  if (attrs.int8Activations) {
+    // the caller checked the case (quantizedLinear); the wide default fits it
+    const shape = shapes.gemv ?? defaultPackedGemv(bits, K, M, N);
+    await backend.run(packedInt8GemvProgram(x.dtype, post, bits, M, K, shape), inputs, [out], { N, K }, grid1d(N, shape.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
+    return;
+  }
   if (M <= PACKED_GEMV_MAX_ROWS) {
     const tried = alignedRows(K, bits) && shapes.gemv;
     // a shape to try applies to the aligned path (the benchmark's shapes), without its wide loads where they
@@ -455,9 +628,11 @@ registerKernel({
   op: 'packedLinear',
   backend: 'webgpu',
   fn: packedLinear,
-  verify: (_inputs, { M, N, K, bits }: PackedLinearAttrs, backend: WebGPUBackend) => {
+  verify: (_inputs, attrs: PackedLinearAttrs, backend: WebGPUBackend) => {
+    const { M, N, K, bits } = attrs;
     const max = backend.limits.maxComputeWorkgroupsPerDimension!;
     const gemv = M <= PACKED_GEMV_MAX_ROWS;
+    if (attrs.int8Activations) return (gemv && int8ActivationRefusal(attrs.bits, K) === undefined) || `int8 activations take the aligned GEMV at 4 or 8 bits (got ${M} x ${K} at ${attrs.bits} bits)`;
     // the paths that address codes by bit position hold it in a u32
     if (!(gemv && alignedRows(K, bits)) && N * K * bits > 2 ** 32) return `${N} x ${K} codes of ${bits} bits exceed 2^32 bits`;
     if (gemv) return Math.ceil(N / defaultPackedGemv(bits, K, M, N).rowsPerGroup) <= max * max || `grid too large for ${N} rows`;

@@ -144,6 +144,80 @@ describe.each(backends)('quantizedLinear on $name', (backend) => {
     }
   });
 
+  // int8 activations: each x row quantized (s = max |x| / 127 in f32, q = round(x / s) ties to even), exact integer products
+  const int8Expected = async (q: QuantizedTensor, x: Tensor, bias: Tensor | null) => {
+    const [N, K] = q.shape as [number, number];
+    const M = x.size / K;
+    const xs = await x.data();
+    const codes = await q.codes.data();
+    const scales = await q.scales.data();
+    const b = bias ? await bias.data() : undefined;
+    const out = new Float64Array(M * N);
+    for (let m = 0; m < M; m++) {
+      const row = Array.from(xs.subarray(m * K, (m + 1) * K));
+      const max = Math.max(...row.map(Math.abs));
+      const s = max > 0 ? Math.fround(max / 127) : 1;
+      const inv = Math.fround(1 / s);
+      const xq = row.map((v) => {
+        const t = Math.fround(v * inv);
+        const r = Math.round(t);
+        return r - t === 0.5 && r % 2 !== 0 ? r - 1 : r; // ties to even
+      });
+      for (let n = 0; n < N; n++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) acc += xq[k]! * codes[n * K + k]!;
+        out[m * N + n] = acc * s * scales[n]! + (b ? b[n]! : 0);
+      }
+    }
+    return out;
+  };
+
+  it.each([
+    [4, 1, undefined],
+    [4, 3, { rowsPerGroup: 8, lanes: 16, unroll: 2, rowsPerThread: 1, wide: true }],
+    [8, 2, undefined],
+    [8, 1, { rowsPerGroup: 6, lanes: 8, unroll: 1, rowsPerThread: 6, wide: true }],
+  ] as const)('int8 activations, %i-bit codes, %i rows of x, GEMV shape %o: exact integer products of x quantized per row', async (bits, M, gemv) => {
+    const N = 29;
+    const lanes = gemv?.lanes ?? 32;
+    const K = 4 * packedChunk(bits).codes * (2 * lanes * (gemv?.unroll ?? 1) + 3); // two full slices, then 3 units
+    const q = randomQuantized(N, K, bits, 7 * bits + M);
+    const values = Array.from(await randn([M, K], { seed: M + bits }).data());
+    if (M === 3) values.fill(0, K, 2 * K); // a row of zeros (scale 1)
+    values[5] = 4.5; // an outlier sets row 0's scale
+    const x = tensor(values, [M, K]);
+    const bias = randn([N], { seed: 3 });
+    const packed = await quantizedTo(q, backend, { layout: 'packed' });
+    const [xb, bb] = [await x.to(backend), await bias.to(backend)];
+    let y: Tensor;
+    if (gemv && backend instanceof WebGPUBackend) {
+      y = empty([M, N], { backend });
+      await runPackedLinear(backend, [xb, packed.codes, packed.scales, bb], y, { M, N, K, bits, hasBias: true, int8Activations: true, outShape: [M, N] }, { gemv });
+    } else {
+      y = await quantizedLinear(xb, packed, bb, { int8Activations: true });
+    }
+    const out = await y.data();
+    assertClose(await int8Expected(q, x, bias), out, { rtol: 1e-6, name: `int8 activations ${bits}-bit M = ${M}` });
+    // and near the product with x itself: x's rounding is ~2^-8 of the row's largest |x| per element
+    const exact = Array.from(await (await linear(x, await dequantize(q), bias)).data());
+    const err = Math.sqrt(exact.reduce((a, v, i) => a + (v - out[i]!) ** 2, 0) / exact.reduce((a, v) => a + v * v, 0));
+    expect(err).toBeGreaterThan(0);
+    expect(err).toBeLessThan(0.02);
+  });
+
+  it('int8 activations: refused where the integer GEMV does not apply, naming why', async () => {
+    const x = randn([1, 64], { seed: 1, backend });
+    const refused = async (q: QuantizedTensor, input: Tensor) => (await quantizedLinear(input, q, null, { int8Activations: true }).then(() => undefined, (e: unknown) => e)) as Error;
+    const q6 = await quantizedTo(randomQuantized(5, 64, 6, 1), backend, { layout: 'packed' });
+    expect(await refused(q6, x)).toEqual(new InputError('quantizedLinear w.codes: int8Activations cannot run here: int8 activations take 4- or 8-bit codes, not 6 bits'));
+    const q4 = await quantizedTo(randomQuantized(5, 64, 4, 1), backend, { layout: 'packed' });
+    expect((await refused(q4, randn([5, 64], { seed: 1, backend }))).message).toMatch(/5 rows of x \(the GEMV takes 1 to 4\)/);
+    const q4odd = await quantizedTo(randomQuantized(5, 48, 4, 1), backend, { layout: 'packed' });
+    expect((await refused(q4odd, randn([1, 48], { seed: 1, backend }))).message).toMatch(/K a multiple of 32 at 4 bits/);
+    const bytes = await quantizedTo(randomQuantized(5, 64, 8, 1), backend, { layout: 'int8' });
+    expect((await refused(bytes, x)).message).toMatch(/int8 layout/);
+  });
+
   it('refuses codes, inputs, scales and bias that do not fit', async () => {
     const q = await quantizedTo(randomQuantized(5, 12, 4, 1), backend, { layout: 'packed' });
     const x = randn([2, 12], { seed: 1, backend });
