@@ -191,7 +191,8 @@ function decodeSection(results: Results, all: Row[], heading: string | undefined
       `${r.model ?? ''}${r.weights && r.weights !== 'f32' ? ` ${r.weights}` : ''}`,
       `${r.context ?? ''}${r.synthesised === false ? ' (real prefill)' : ''}`,
       r.error ? `error: ${String(r.error).slice(0, 80)}` : `${f(r.medianMs)} (${f(r.minMs)}-${f(r.maxMs)})`,
-      f(r.gpuMsPerToken),
+      f(r.gpuInPassMsPerToken ?? r.gpuMsPerToken),
+      f(r.serialMsPerToken),
       f(r.tokensPerSec),
       pct(r.ofRoofline),
       torchCopy && r.medianMs ? pct((r.bytes as number) / torchCopy / 1e6 / r.medianMs) : '',
@@ -220,9 +221,9 @@ function decodeSection(results: Results, all: Row[], heading: string | undefined
   const failed = all.filter((r) => r.error && !String(r.name).startsWith('decode-') && !String(r.name).startsWith('prefill-')).map((r) => `- ${r.name}: **${r.error}**`);
   return [
     ...(heading ? [`### on ${heading}`, ''] : []),
-    table(['model', 'context', 'ms/token (min-max)', 'GPU ms/token', 'tokens/s', 'of roofline (WGSL copy)', 'of roofline (PyTorch copy)', 'state/KV read', 'PyTorch eager ms', 'PyTorch CUDA graph ms', 'transformers ms'], body),
+    table(['model', 'context', 'ms/token (min-max)', 'GPU ms/token (in pass)', 'serial ms/token', 'tokens/s', 'of roofline (WGSL copy)', 'of roofline (PyTorch copy)', 'state/KV read', 'PyTorch eager ms', 'PyTorch CUDA graph ms', 'transformers ms'], body),
     '',
-    'Ratios in brackets: PyTorch ms / ours (above 1: ours faster). ms/token: wall clock per step, median over the steps of two rounds. Roofline: weight bytes per token / copy bandwidth (read + write) of a WGSL vec4 copy in the same process, or of PyTorch `copy_` (1 GiB) on the same GPU in the same call.',
+    'Ratios in brackets: PyTorch ms / ours (above 1: ours faster). ms/token: wall clock per step, median over the steps of two rounds, pipelined as `generate` runs (step t + 1 recorded before token t is read back); serial: each step read back before the next is recorded. GPU ms/token: dispatches sharing passes as they run (timestamps per pass). PyTorch rows: CUDA-event time per step, synchronised per step. Roofline: weight bytes per token / copy bandwidth (read + write) of a WGSL vec4 copy in the same process, or of PyTorch `copy_` (1 GiB) on the same GPU in the same call.',
     ...(torchCopy ? ['', `PyTorch copy_: ${f(torchCopy)} GB/s.`] : []),
     '',
     ...failed,
