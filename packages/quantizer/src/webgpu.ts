@@ -174,6 +174,77 @@ function groupCodes4(word: (t: number) => string, i0: number, bits: number): str
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
+/** What `sliceLoop` puts together: WGSL generators of an aligned GEMV, for registers named by prefix `p`. */
+interface SliceLoopParts {
+  /** Units per slice. */
+  LU: number;
+  xdecl: (p: string) => string;
+  /** x of the slice at unit `g` into registers `p`.. */
+  xload: (p: string, g: string) => string;
+  /** registers `p`.. into workgroup memory */
+  xstore: (p: string) => string;
+  /** codes of the slice at unit `g` into registers `p`.. (declared with `decl`) */
+  loads: (p: string, g: string, decl: string) => string;
+  compute: string;
+  /** the next slice's registers (n.., xn..) into the current ones (w.., xr..) */
+  swap: string;
+}
+
+/**
+ * The aligned GEMVs' K loop, from unit g0 (whose codes are in registers w.. already): per slice, x is staged
+ * in workgroup memory while the next slice's codes and x are loaded into registers, then the slice is
+ * multiplied; a barrier on each side of the multiply.
+ */
+function sliceLoop({ LU, xdecl, xload, xstore, loads, compute, swap }: SliceLoopParts): string {
+  return `${xdecl('xr')} ${xdecl('xn')}
+  ${xload('xr', 'g0')}
+  loop {
+    ${xstore('xr')}
+    workgroupBarrier();
+    let g1 = g0 + ${LU}u;
+    ${loads('n', 'g1', 'let ')}
+    ${xload('xn', 'g1')}
+    ${compute}
+    workgroupBarrier();
+    if (g1 >= C) { break; }
+    ${swap}
+    g0 = g1;
+  }`;
+}
+
+/**
+ * The aligned GEMVs' end: each thread's sums `hsum(m, r)` (row m of x, its output row r) added over the lanes in
+ * workgroup memory `sh`, mPass rows of x at a time (slot (mi * RQ + rq) * threads + lid.x holds output rows
+ * 4rq..4rq+3), and lane 0 stores apply(sum) for the rows below N.
+ */
+function laneReduce(
+  g: { rows: number; mPass: number; R: number; threads: number; lanes: number; apply: (value: string, col: string) => string },
+  hsum: (m: number, r: number) => string,
+): string {
+  const { rows, mPass, R, threads, lanes, apply } = g;
+  const RQ = Math.ceil(R / 4);
+  const [Mr, Rr] = [range(rows), range(R)];
+  const sum = (m: number, r: number) => (r < R ? hsum(m, r) : '0.0');
+  return range(Math.ceil(rows / mPass))
+    .map((p) => Mr.slice(p * mPass, (p + 1) * mPass))
+    .map((ms, p) => {
+      const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
+      const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
+      return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = vec4<f32>(${range(4).map((c) => sum(m, 4 * rq + c)).join(', ')});`).join('\n  ')}
+  workgroupBarrier();
+  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+      ${each((mi, _m, rq) => `sh[${slot(mi, rq)}] += sh[${slot(mi, rq)} + s];`).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+    ${ms.flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${apply(`sh[${slot(mi, r >> 2)}].${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`)).join('\n    ')}
+  }`;
+    })
+    .join('\n  ');
+}
+
 /**
  * y[m, n] = dot(x[m, :], codes[n, :]) * scale[n] + bias[n] for a few rows m (K codes each), streaming the
  * packed W once.
@@ -207,7 +278,6 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
     const { words: G, codes: P, vec: V } = gemvUnit(bits, shape);
     const XV = lanes * unroll * Q; // vec4s of x per slice and row of x
     const LU = lanes * unroll;
-    const RQ = Math.ceil(R / 4);
     const [Rr, Ur, Tr, Mr, Qr] = [range(R), range(unroll), range(G / V), range(rows), range(Q)];
     const vecX = xDType === 'f32';
     // register t of a unit holds words tV..tV+V-1 (components of a vec4<u32> when V = 4)
@@ -244,45 +314,9 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
         return guard(i) ? `if (lid.x + ${i * threads}u < ${total}u) ${st}` : st;
       }).join('\n    ');
     const xdecl = (p: string) => E.map((i) => `var ${p}${i}: vec4<f32>;`).join(' ');
-    // weights and x of the next slice are loaded into registers while the current slice is multiplied
     const body = `${loads('w', 'g0', 'var ')}
-  ${xdecl('xr')} ${xdecl('xn')}
-  ${xload('xr', 'g0')}
-  loop {
-    ${xstore('xr')}
-    workgroupBarrier();
-    let g1 = g0 + ${LU}u;
-    ${loads('n', 'g1', 'let ')}
-    ${xload('xn', 'g1')}
-    ${compute}
-    workgroupBarrier();
-    if (g1 >= C) { break; }
-    ${Rr.flatMap((r) => Ur.flatMap((j) => Tr.map((t) => `w${r}_${j}_${t} = n${r}_${j}_${t};`))).join(' ')}
-    ${E.map((i) => `xr${i} = xn${i};`).join(' ')}
-    g0 = g1;
-  }`;
-    // partial sums, a pass of mPass rows of x at a time: slot (mi * RQ + rq) * threads + lid.x holds rows 4rq..4rq+3
-    const passes = range(Math.ceil(rows / mPass)).map((p) => Mr.slice(p * mPass, (p + 1) * mPass));
-    const hsum = (m: number, r: number) => (r < R ? `dot(acc${m}_${r}, ${codeScales(bits)})` : '0.0');
-    const reduce = passes
-      .map((ms, p) => {
-        const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
-        const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
-        return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = vec4<f32>(${range(4).map((c) => hsum(m, 4 * rq + c)).join(', ')});`).join('\n  ')}
-  workgroupBarrier();
-  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      ${each((mi, _m, rq) => `sh[${slot(mi, rq)}] += sh[${slot(mi, rq)} + s];`).join('\n      ')}
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u) {
-    ${ms
-      .flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${ep.apply(`sh[${slot(mi, r >> 2)}].${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`))
-      .join('\n    ')}
-  }`;
-      })
-      .join('\n  ');
+  ${sliceLoop({ LU, xdecl, xload, xstore, loads, compute, swap: `${Rr.flatMap((r) => Ur.flatMap((j) => Tr.map((t) => `w${r}_${j}_${t} = n${r}_${j}_${t};`))).join(' ')}\n    ${E.map((i) => `xr${i} = xn${i};`).join(' ')}` })}`;
+    const reduce = laneReduce({ rows, mPass, R, threads, lanes, apply: ep.apply }, (m, r) => `dot(acc${m}_${r}, ${codeScales(bits)})`);
     return program({
       name: 'packedLinear',
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
@@ -396,22 +430,7 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
       ).join('\n      ')}
     }`,
     ).join('\n    ');
-    const body = `${loads('w', 'g0', 'var ')}
-  ${xdecl('xr')} ${xdecl('xn')}
-  ${xload('xr', 'g0')}
-  loop {
-    ${xstore('xr')}
-    workgroupBarrier();
-    let g1 = g0 + ${LU}u;
-    ${loads('n', 'g1', 'let ')}
-    ${xload('xn', 'g1')}
-    ${compute}
-    workgroupBarrier();
-    if (g1 >= C) { break; }
-    ${Rr.flatMap((r) => Ur.map((j) => `w${r}_${j} = n${r}_${j};`)).join(' ')}
-    ${E.flatMap((i) => Tr.map((t) => `xr${i}_${t} = xn${i}_${t};`)).join(' ')}
-    g0 = g1;
-  }`;
+    const body = sliceLoop({ LU, xdecl, xload, xstore, loads, compute, swap: `${Rr.flatMap((r) => Ur.map((j) => `w${r}_${j} = n${r}_${j};`)).join(' ')}\n    ${E.flatMap((i) => Tr.map((t) => `xr${i}_${t} = xn${i}_${t};`)).join(' ')}` });
     // each row's max |x| over K (all threads), into xinv (127 / max) and xs (max / 127)
     const scan = `${Mr.map((m) => `var mx${m} = 0.0;`).join(' ')}
   for (var k4 = lid.x; k4 < K4; k4 += ${threads}u) {
@@ -428,25 +447,7 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
   var xinv: array<f32, ${rows}>;
   var xs: array<f32, ${rows}>;
   ${Mr.map((m) => `xs[${m}] = select(1.0, xmax.${'xyzw'[m]} / 127.0, xmax.${'xyzw'[m]} > 0.0); xinv[${m}] = 1.0 / xs[${m}];`).join('\n  ')}`;
-    const hsum = (m: number, r: number) => (r < R ? `f32(acc${m}_${r}${bits === 4 ? ` - 8 * sq${m}` : ''}) * xs[${m}]` : '0.0');
-    const passes = range(Math.ceil(rows / mPass)).map((p) => Mr.slice(p * mPass, (p + 1) * mPass));
-    const reduce = passes
-      .map((ms, p) => {
-        const slot = (mi: number, rq: number) => `${(mi * RQ + rq) * threads}u + lid.x`;
-        const each = (f: (mi: number, m: number, rq: number) => string) => ms.flatMap((m, mi) => range(RQ).map((rq) => f(mi, m, rq)));
-        return `${p > 0 ? 'workgroupBarrier();\n  ' : ''}${each((mi, m, rq) => `sh[${slot(mi, rq)}] = vec4<f32>(${range(4).map((c) => hsum(m, 4 * rq + c)).join(', ')});`).join('\n  ')}
-  workgroupBarrier();
-  for (var s = ${lanes / 2}u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-      ${each((mi, _m, rq) => `sh[${slot(mi, rq)}] += sh[${slot(mi, rq)} + s];`).join('\n      ')}
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u) {
-    ${ms.flatMap((m, mi) => Rr.map((r) => `if (nBase + ${r}u < u.N) { out[${m}u * u.N + nBase + ${r}u] = ${ep.apply(`sh[${slot(mi, r >> 2)}].${'xyzw'[r & 3]}`, `nBase + ${r}u`)}; }`)).join('\n    ')}
-  }`;
-      })
-      .join('\n  ');
+    const reduce = laneReduce({ rows, mPass, R, threads, lanes, apply: ep.apply }, (m, r) => `f32(acc${m}_${r}${bits === 4 ? ` - 8 * sq${m}` : ''}) * xs[${m}]`);
     return program({
       name: 'packedLinear',
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
@@ -461,11 +462,13 @@ var<workgroup> sh: array<vec4<f32>, ${Math.max(fSlots, mPass * red)}>;`,
   let C = u.K / ${codes}u;
   let cl = C - 1u;
   let K4 = u.K / 4u;
-  ${scan}
   ${Rr.map((r) => `let rs${r} = min(nBase + ${r}u, u.N - 1u) * C;`).join(' ')}
+  var g0 = 0u;
+  // the first slice's codes are requested before the pass over x, so their latency overlaps it
+  ${loads('w', 'g0', 'var ')}
+  ${scan}
   ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = 0;`)).join(' ')}
   ${bits === 4 ? Mr.map((m) => `var sq${m} = 0;`).join(' ') : ''}
-  var g0 = 0u;
   ${body}
   ${reduce}`,
     });
