@@ -174,6 +174,20 @@ function groupCodes4(word: (t: number) => string, i0: number, bits: number): str
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
+/**
+ * The aligned GEMVs' start: the thread's lane and first output row nBase (R rows per thread, `lanes` threads
+ * per row group), C units of `codes` codes per row (cl the last), K4 vec4s of x per row, and rs<r> the first
+ * unit of output row r (clamped to the last row: rows past N are computed and not stored).
+ */
+function gemvPrelude(rowsPerGroup: number, lanes: number, R: number, codes: number): string {
+  return `  let lane = lid.x % ${lanes}u;
+  let nBase = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + lid.x / ${lanes}u * ${R}u;
+  let C = u.K / ${codes}u;
+  let cl = C - 1u;
+  let K4 = u.K / 4u;
+  ${range(R).map((r) => `let rs${r} = min(nBase + ${r}u, u.N - 1u) * C;`).join(' ')}`;
+}
+
 /** What `sliceLoop` puts together: WGSL generators of an aligned GEMV, for registers named by prefix `p`. */
 interface SliceLoopParts {
   /** Units per slice. */
@@ -325,12 +339,7 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
       helpers: `var<workgroup> sh: array<vec4<f32>, ${slots}>;`,
-      main: `  let lane = lid.x % ${lanes}u;
-  let nBase = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + lid.x / ${lanes}u * ${R}u;
-  let C = u.K / ${P}u;
-  let cl = C - 1u;
-  let K4 = u.K / 4u;
-  ${Rr.map((r) => `let rs${r} = min(nBase + ${r}u, u.N - 1u) * C;`).join(' ')}
+      main: `${gemvPrelude(rowsPerGroup, lanes, R, P)}
   ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = vec4<f32>(0.0);`)).join(' ')}
   var g0 = 0u;
   ${body}
@@ -457,12 +466,7 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
       workgroupSize: threads,
       helpers: `var<workgroup> xw: array<vec4<u32>, ${rows * xSlots}>;
 var<workgroup> sh: array<vec4<f32>, ${Math.max(fSlots, mPass * red)}>;`,
-      main: `  let lane = lid.x % ${lanes}u;
-  let nBase = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + lid.x / ${lanes}u * ${R}u;
-  let C = u.K / ${codes}u;
-  let cl = C - 1u;
-  let K4 = u.K / 4u;
-  ${Rr.map((r) => `let rs${r} = min(nBase + ${r}u, u.N - 1u) * C;`).join(' ')}
+      main: `${gemvPrelude(rowsPerGroup, lanes, R, codes)}
   var g0 = 0u;
   // the first slice's codes are requested before the pass over x, so their latency overlaps it
   ${loads('w', 'g0', 'var ')}
