@@ -3,7 +3,7 @@
  * the SwiGLU MLP, and attention that prefills a KV cache or decodes one token from it.
  */
 import { type Backend, InputError, Scratch, Tensor } from '@phalanx/core';
-import { type LinearWeight, embedding, linear, rmsNorm, softcap, swigluLinear } from '@phalanx/ops';
+import { type InputNorm, type LinearWeight, embedding, linear, rmsNorm, softcap, swigluLinear } from '@phalanx/ops';
 import { type KvCache, type ScoreOptions, appendKv, attendStep, createKvCache, varlenAttention } from '@phalanx/varlen-attention';
 import type { DecodeState, TokenIds } from './network.js';
 
@@ -41,22 +41,25 @@ export async function logitsHead(x: Tensor, options: HeadOptions): Promise<Tenso
   try {
     // one position (decode) is its own last: no gather
     const rows = options.lastOnly && x.shape[1] !== 1 ? await s.keep(lastPosition(x)) : x;
-    const normed = await s.keep(rmsNorm(rows, options.norm, { eps: options.eps }));
-    if (options.softcap === undefined) return await linear(normed, options.head);
-    return await softcap(await s.keep(linear(normed, options.head)), options.softcap);
+    // a weighted norm runs inside the head's GEMV in decode; a weightless one (parcae) as its own op
+    const { norm, eps } = options;
+    const logits = norm ? linear(rows, options.head, null, { norm: { weight: norm, eps } }) : linear(await s.keep(rmsNorm(rows, null, { eps })), options.head);
+    if (options.softcap === undefined) return await logits;
+    return await softcap(await s.keep(logits), options.softcap);
   } finally {
     s.dispose();
   }
 }
 
 /**
- * down(silu(gate x) * up x), plus `residual` when given (a decoder layer's residual stream); in decode the
- * gate/up half is one fused GEMV (see `swigluLinear`) and down adds the residual in its epilogue (see `linear`).
+ * down(silu(gate x) * up x), plus `residual` when given (a decoder layer's residual stream), of x normed by
+ * `norm` when given; in decode the gate/up half is one fused GEMV that also applies the norm (see
+ * `swigluLinear`) and down adds the residual in its epilogue (see `linear`).
  */
-export async function swigluMlp(x: Tensor, gate: LinearWeight, up: LinearWeight, down: LinearWeight, residual?: Tensor): Promise<Tensor> {
+export async function swigluMlp(x: Tensor, gate: LinearWeight, up: LinearWeight, down: LinearWeight, residual?: Tensor, norm?: InputNorm): Promise<Tensor> {
   const s = new Scratch();
   try {
-    return await linear(await s.keep(swigluLinear(x, gate, up)), down, null, { residual });
+    return await linear(await s.keep(swigluLinear(x, gate, up, { norm })), down, null, { residual });
   } finally {
     s.dispose();
   }

@@ -15,7 +15,7 @@
  * state.dispose();                                           // step returns a new state
  */
 import { ConfigError, InputError, Scratch, ShapeError, type Tensor, add, assertFloat, formatShape, mul, sameShape, zeros } from '@phalanx/core';
-import { type LinearWeight, linear, linears, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
+import { type InputNorm, type LinearWeight, linear, linears, rmsNorm, silu, weightMatrix } from '@phalanx/ops';
 import { DECAY_VARIANTS, type DecayVariant, LOG_DECAY_FLOOR, logDecay } from './decay.js';
 import { type MonoidScanOptions, type MonoidStepPrologue, monoidScan, monoidStep } from './index.js';
 
@@ -75,6 +75,11 @@ export interface MonoidAttentionResidual {
    * The output projection adds it in its epilogue (ops `linear`), one dispatch fewer in decode.
    */
   residual?: Tensor;
+  /**
+   * An RMSNorm of x before the projections (a decoder layer's input norm, ops `InputNorm`): in decode the
+   * projections' GEMV applies it, one dispatch fewer.
+   */
+  norm?: InputNorm;
 }
 
 export interface MonoidAttentionResult {
@@ -148,10 +153,10 @@ export class MonoidAttention {
    */
   async forward(x: Tensor, options: MonoidAttentionForwardOptions = {}): Promise<MonoidAttentionResult> {
     this.checkInput(x, 'forward', 3, '[B, T, hidden]');
-    const { initialState, residual, ...scanOptions } = options;
+    const { initialState, residual, norm, ...scanOptions } = options;
     const s = new Scratch();
     try {
-      const { q, k, v, logDecay } = await this.project(x, s);
+      const { q, k, v, logDecay } = await this.project(x, s, norm);
       // one h0 per sequence; a malformed cuSeqlens is monoidScan's to report
       const sequences = scanOptions.cuSeqlens ? Math.max(scanOptions.cuSeqlens.length - 1, 1) : x.shape[0]!;
       const start = initialState ?? (await s.keep(this.initialState(sequences)));
@@ -174,7 +179,7 @@ export class MonoidAttention {
     try {
       // the norms and the decay gate run inside the step's dispatch (its prologue): a decode step is
       // the projections, the step and W_o
-      const { q, k, v, z } = await this.projections(x, s);
+      const { q, k, v, z } = await this.projections(x, s, options.norm);
       const w = this.weights;
       const prologue: MonoidStepPrologue = { qNorm: w.qNorm, kNorm: w.kNorm, eps: this.rmsNormEps, qScale: this.headDim ** -0.5, kActivation: 'silu', gate: this.gate, floor: this.floor };
       const next = await monoidStep(state, { q, k, v, logDecay: z }, { prologue });
@@ -208,11 +213,11 @@ export class MonoidAttention {
    * The four projections of x [...lead, hidden] in one dispatch in decode (ops `linears`), as heads: q, k, v
    * [...lead, H, Dk] and z = W_decay x + b ([...lead, H, Dk], or [...lead, H] for scalar decay), before any norm or gate.
    */
-  private async projections(x: Tensor, s: Scratch) {
+  private async projections(x: Tensor, s: Scratch, norm: InputNorm | undefined) {
     const w = this.weights;
     const lead = x.shape.slice(0, -1);
     const [H, D] = [this.heads, this.headDim];
-    const projections = await linears(x, [w.qProj, w.kProj, w.vProj, w.decayProj], [null, null, null, w.decayBias]);
+    const projections = await linears(x, [w.qProj, w.kProj, w.vProj, w.decayProj], [null, null, null, w.decayBias], { norm });
     const [q, k, v, z] = await Promise.all(projections.map((t) => s.keep(t)));
     const heads = (t: Tensor, shape: number[]) => s.keep(t.reshape(shape));
     return {
@@ -224,9 +229,9 @@ export class MonoidAttention {
   }
 
   /** q, k, v [...lead, H, Dk] and log a ([...lead, H, Dk], or [...lead, H] for scalar decay) of x [...lead, hidden]. */
-  private async project(x: Tensor, s: Scratch) {
+  private async project(x: Tensor, s: Scratch, norm: InputNorm | undefined) {
     const w = this.weights;
-    const { q: qRaw, k: kRaw, v, z } = await this.projections(x, s);
+    const { q: qRaw, k: kRaw, v, z } = await this.projections(x, s, norm);
     // q: normed, then scaled by 1/sqrt(Dk) (spec 1.7: after the norm)
     const q = await this.headNorm(qRaw, w.qNorm, s, { scale: this.headDim ** -0.5 });
     // k: normed, then SiLU

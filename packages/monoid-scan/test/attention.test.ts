@@ -313,6 +313,19 @@ describe.each(LAYER_CASES)('MonoidAttention on %s, %s decay, %s norm weight', (_
     await expect(attn.step(plain.state, xStep, { residual: t(rStep.slice(0, HIDDEN), [1, HIDDEN]) })).rejects.toThrow(/residual/);
   });
 
+  it('an input norm (the layer norm before the projections) equals running on rmsNorm(x), in forward and step', async () => {
+    const attn = layer();
+    const norm = { weight: t(values(HIDDEN, seed + 7, 0.1, 1), [HIDDEN]), eps: EPS };
+    const normed = (v: number[], shape: number[]) => rmsNorm(t(v, shape), norm.weight, { eps: EPS });
+    const whole = await attn.forward(t(x, [B, T, HIDDEN]), { norm });
+    const plain = await attn.forward(await normed(x, [B, T, HIDDEN]));
+    await close(Array.from(await plain.output.data()), whole.output, 'forward with norm');
+    const token = tokens(x, B, T, 0, 1);
+    const stepped = await attn.step(whole.state, t(token, [B, HIDDEN]), { norm });
+    const expected = await attn.step(whole.state, await normed(token, [B, HIDDEN]));
+    await close(Array.from(await expected.output.data()), stepped.output, 'step with norm');
+  });
+
   it('decoding from initialState() with no prompt starts at h0', async () => {
     const attn = layer();
     let state = await attn.initialState(B);

@@ -1,5 +1,5 @@
 import { type Backend, DTypeError, InputError, Scratch, ShapeError, Tensor, add, assertFloat, formatShape, getKernels, isFloat, runKernel, sameShape } from '@phalanx/core';
-import { swiglu } from './layers.js';
+import { rmsNorm, swiglu } from './layers.js';
 import './cpu/linear.js';
 import { GEMV_MAX_ROWS } from './webgpu/linear.js';
 
@@ -23,7 +23,27 @@ export interface MatmulAttrs {
    * `linear` sets it, and only where `fusesLinearResidual` holds (the GEMV case).
    */
   hasResidual?: boolean;
+  /** The input's RMSNorm in the kernel (GEMV only): its weight is the last input. See `InputNorm`. */
+  norm?: NormAttrs;
   outShape: number[];
+}
+
+/**
+ * An RMSNorm of the input over its last dim before a product (`linear`, `linears`, `swigluLinear`):
+ * x / sqrt(mean(x²) + eps) * (weight + weightOffset), as `rmsNorm` computes it. In decode (the GEMV case) the
+ * product's kernel applies it: each row's sum of squares is accumulated by the threads that read x for the
+ * product (one dispatch fewer); other shapes run `rmsNorm` first.
+ */
+export interface InputNorm {
+  weight: Tensor;
+  eps: number;
+  weightOffset?: number;
+}
+
+/** The kernels' view of an InputNorm (its weight is an input). */
+export interface NormAttrs {
+  eps: number;
+  weightOffset: number;
 }
 
 /**
@@ -45,6 +65,8 @@ export function weightMatrix(weight: LinearWeight): Tensor {
 
 /** Options of `linear`. */
 export interface LinearOptions {
+  /** RMSNorm of x before the product (see `InputNorm`). */
+  norm?: InputNorm | null;
   /**
    * A tensor of the output's shape [..., out] added to the product: y = residual + (x W^T + b), the residual
    * stream of a decoder layer (x + o_proj(attention), x + down_proj(mlp)). Any float dtype.
@@ -85,6 +107,28 @@ function checkLinear(op: string, x: Tensor, weight: LinearWeight, bias: Tensor |
   return { w, rowScale, N, K, name };
 }
 
+/** Checks an InputNorm for x [..., K]: a float weight [K], finite eps and offset. */
+function checkNorm(op: string, x: Tensor, K: number, norm: InputNorm): NormAttrs {
+  const { weight, eps, weightOffset = 0 } = norm;
+  assertFloat(op, weight, 'norm weight');
+  if (weight.rank !== 1 || weight.shape[0] !== K) throw new ShapeError(`${op}: norm weight ${weight.name ?? 'weight'} ${formatShape(weight.shape)} must be [${K}] to match input ${x.name ?? 'x'} ${formatShape(x.shape)}`);
+  if (!(Number.isFinite(eps) && eps > 0)) throw new InputError(`${op}: norm eps must be a finite number > 0, got ${eps}`);
+  if (!Number.isFinite(weightOffset)) throw new InputError(`${op}: norm weightOffset must be finite, got ${weightOffset}`);
+  return { eps, weightOffset };
+}
+
+/**
+ * How an op with an optional InputNorm runs: `fused` (the kernel applies it; its weight goes last in the
+ * inputs), or on `x` normed by a separate rmsNorm (`release` disposes that copy), or on x as it is.
+ */
+async function withNorm(op: string, x: Tensor, K: number, norm: InputNorm | null | undefined, fuses: boolean): Promise<{ x: Tensor; fused?: NormAttrs; release: () => void }> {
+  if (!norm) return { x, release: () => {} };
+  const attrs = checkNorm(op, x, K, norm);
+  if (fuses) return { x, fused: attrs, release: () => {} };
+  const normed = await rmsNorm(x, norm.weight, { eps: attrs.eps, weightOffset: attrs.weightOffset });
+  return { x: normed, release: () => normed.dispose() };
+}
+
 /**
  * y = x W^T + b with W in the Hugging Face layout [out, in]. x: [..., in] (f32, f16 or bf16); W: [out, in]
  * (f32, f16 or bf16, upcast in the kernel); bias: [out]. Returns f32 [..., out]. One row (decode) takes a
@@ -95,29 +139,35 @@ function checkLinear(op: string, x: Tensor, weight: LinearWeight, bias: Tensor |
  *
  * `options.residual` (the output's shape) gives y = residual + (x W^T + b). In decode (`fusesLinearResidual`:
  * the GEMV case, float or int8 weights) it is added in the kernel's epilogue, in one dispatch (on the CPU in
- * float64, rounded once); other shapes compute add(residual, linear(x, W, b)).
+ * float64, rounded once); other shapes compute add(residual, linear(x, W, b)). `options.norm` (`InputNorm`)
+ * multiplies rmsNorm(x) instead of x, in the same kernel in decode.
  */
-export async function linear(x: Tensor, weight: LinearWeight, bias?: Tensor | null, options: LinearOptions = {}): Promise<Tensor> {
-  const { w, rowScale, N, K, name } = checkLinear('linear', x, weight, bias);
+export async function linear(input: Tensor, weight: LinearWeight, bias?: Tensor | null, options: LinearOptions = {}): Promise<Tensor> {
+  const { w, rowScale, N, K, name } = checkLinear('linear', input, weight, bias);
   const residual = options.residual ?? undefined;
-  const outShape = [...x.shape]; // not slice(): it is slow on a frozen array
+  const outShape = [...input.shape]; // not slice(): it is slow on a frozen array
   outShape[outShape.length - 1] = N;
   if (residual) {
     assertFloat('linear', residual, 'residual');
     if (!sameShape(residual.shape, outShape)) {
-      throw new ShapeError(`linear: residual ${residual.name ?? 'residual'} ${formatShape(residual.shape)} must be the output's shape ${formatShape(outShape)} (input ${x.name ?? 'x'} ${formatShape(x.shape)}, weight ${name} ${formatShape(w.shape)})`);
+      throw new ShapeError(`linear: residual ${residual.name ?? 'residual'} ${formatShape(residual.shape)} must be the output's shape ${formatShape(outShape)} (input ${input.name ?? 'x'} ${formatShape(input.shape)}, weight ${name} ${formatShape(w.shape)})`);
     }
   }
-  const M = x.size / K;
+  const M = input.size / K;
   const fused = !!residual && fusesLinearResidual(M, K);
-  const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, hasResidual: fused, outShape };
-  const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []), ...(fused ? [residual!] : [])];
-  const y = (await runKernel('matmul', inputs, attrs))[0]!;
-  if (!residual || fused) return y;
+  const { x, fused: norm, release } = await withNorm('linear', input, K, options.norm, fusesLinearResidual(M, K));
   try {
-    return await add(residual, y);
+    const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, hasResidual: fused, norm, outShape };
+    const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []), ...(fused ? [residual!] : []), ...(norm ? [options.norm!.weight] : [])];
+    const y = (await runKernel('matmul', inputs, attrs))[0]!;
+    if (!residual || fused) return y;
+    try {
+      return await add(residual, y);
+    } finally {
+      y.dispose();
+    }
   } finally {
-    y.dispose();
+    release();
   }
 }
 
@@ -149,8 +199,10 @@ export interface SwigluLinearAttrs {
   M: number;
   N: number;
   K: number;
-  /** int8 weights: the inputs end with gate's and up's row scales, applied to each dot product before silu and the product. */
+  /** int8 weights: gate's and up's row scales follow the weights, applied to each dot product before silu and the product. */
   hasRowScale: boolean;
+  /** The input's RMSNorm in the kernel: its weight is the last input. */
+  norm?: NormAttrs;
   outShape: number[];
 }
 
@@ -173,9 +225,9 @@ export function fusesSwigluLinear(M: number, K: number): boolean {
  * scale)); on the CPU both dot products in float64, rounded once. Other inputs (prefill, mixed kinds or dtypes)
  * are computed as swiglu(linear(x, gate), linear(x, up)), as separate ops.
  */
-export async function swigluLinear(x: Tensor, gate: LinearWeight, up: LinearWeight): Promise<Tensor> {
+export async function swigluLinear(input: Tensor, gate: LinearWeight, up: LinearWeight, options: { norm?: InputNorm | null } = {}): Promise<Tensor> {
   const op = 'swigluLinear';
-  assertFloat(op, x, 'input');
+  assertFloat(op, input, 'input');
   const [g, u] = ([['gate', gate], ['up', up]] as const).map(([role, weight]) => {
     const w = weightMatrix(weight);
     const name = w.name ?? role;
@@ -189,22 +241,41 @@ export async function swigluLinear(x: Tensor, gate: LinearWeight, up: LinearWeig
     throw new ShapeError(`${op}: up ${u.name} ${formatShape(u.w.shape)} must have the shape of gate ${g.name} ${formatShape(g.w.shape)}`);
   }
   const [N, K] = g.w.shape as [number, number];
-  if (x.rank < 1 || x.shape[x.rank - 1] !== K) {
-    throw new ShapeError(`${op}: input ${x.name ?? 'x'} ${formatShape(x.shape)} must end in ${K} (gate ${g.name} and up ${u.name} are ${formatShape(g.w.shape)})`);
+  if (input.rank < 1 || input.shape[input.rank - 1] !== K) {
+    throw new ShapeError(`${op}: input ${input.name ?? 'x'} ${formatShape(input.shape)} must end in ${K} (gate ${g.name} and up ${u.name} are ${formatShape(g.w.shape)})`);
   }
-  const M = x.size / K;
+  const M = input.size / K;
   const floats = gate instanceof Tensor && up instanceof Tensor && gate.dtype === up.dtype;
   const int8 = !(gate instanceof Tensor) && !(up instanceof Tensor);
-  if ((floats || int8) && fusesSwigluLinear(M, K)) {
+  const fuses = (floats || int8) && fusesSwigluLinear(M, K);
+  for (const [role, weight] of [['gate', gate], ['up', up]] as const) {
+    if (weight instanceof Tensor || !fuses) continue; // the composition checks them through linear
+    assertFloat(op, weight.scales, `${role} scales`);
+    if (weight.scales.rank !== 1 || weight.scales.shape[0] !== N) throw new ShapeError(`${op}: ${role} scales ${weight.scales.name ?? 'scales'} ${formatShape(weight.scales.shape)} must be [${N}]`);
+  }
+  const { x, fused: norm, release } = await withNorm(op, input, K, options.norm, fuses);
+  try {
+    return await swigluProduct(x, gate, up, { g: g.w, u: u.w, N, K, M, fuses, int8, norm, normWeight: options.norm?.weight });
+  } finally {
+    release();
+  }
+}
+
+/** swigluLinear on x (normed by the fused kernel when `norm` is given). */
+async function swigluProduct(
+  x: Tensor,
+  gate: LinearWeight,
+  up: LinearWeight,
+  p: { g: Tensor; u: Tensor; N: number; K: number; M: number; fuses: boolean; int8: boolean; norm?: NormAttrs; normWeight?: Tensor },
+): Promise<Tensor> {
+  const op = 'swigluLinear';
+  const { N, K, M, int8, norm } = p;
+  if (p.fuses) {
     const outShape = [...x.shape];
     outShape[outShape.length - 1] = N;
-    for (const [role, weight] of [['gate', gate], ['up', up]] as const) {
-      if (weight instanceof Tensor) continue;
-      assertFloat(op, weight.scales, `${role} scales`);
-      if (weight.scales.rank !== 1 || weight.scales.shape[0] !== N) throw new ShapeError(`${op}: ${role} scales ${weight.scales.name ?? 'scales'} ${formatShape(weight.scales.shape)} must be [${N}]`);
-    }
-    const inputs = int8 ? [x, gate.codes, up.codes, gate.scales, up.scales] : [x, g.w, u.w];
-    return (await runKernel(op, inputs, { M, N, K, hasRowScale: int8, outShape } satisfies SwigluLinearAttrs))[0]!;
+    const inputs = int8 ? [x, p.g, p.u, (gate as Int8Weight).scales, (up as Int8Weight).scales] : [x, p.g, p.u];
+    if (norm) inputs.push(p.normWeight!);
+    return (await runKernel(op, inputs, { M, N, K, hasRowScale: int8, norm, outShape } satisfies SwigluLinearAttrs))[0]!;
   }
   const s = new Scratch();
   try {
@@ -230,6 +301,8 @@ export interface LinearsAttrs {
   M: number;
   K: number;
   outputs: LinearsOutput[];
+  /** The input's RMSNorm in the kernel: its weight is the last input. */
+  norm?: NormAttrs;
 }
 
 /**
@@ -259,7 +332,12 @@ function accepted(op: string, inputs: Tensor[], attrs: unknown, backend: Backend
  * as it is (no concatenated copy, each read by the loads of its dtype) and each output its own tensor. Weights
  * beyond what the device binds in one dispatch, and every other shape (prefill), are separate `linear` calls.
  */
-export async function linears(x: Tensor, weights: readonly LinearWeight[], biases: readonly (Tensor | null | undefined)[] = []): Promise<Tensor[]> {
+export async function linears(
+  input: Tensor,
+  weights: readonly LinearWeight[],
+  biases: readonly (Tensor | null | undefined)[] = [],
+  options: { norm?: InputNorm | null } = {},
+): Promise<Tensor[]> {
   const op = 'linears';
   if (biases.length > weights.length) throw new InputError(`${op}: ${biases.length} biases for ${weights.length} weights`);
   const first = weights[0] && weightMatrix(weights[0]);
@@ -270,10 +348,13 @@ export async function linears(x: Tensor, weights: readonly LinearWeight[], biase
       throw new ShapeError(`${op}: weight ${w.name ?? 'weight'} ${formatShape(w.shape)} must have the in dim ${first.shape[1]} of weight ${first.name ?? 'weight'} ${formatShape(first.shape)}`);
     }
   }
-  const checked = weights.map((weight, i) => checkLinear(op, x, weight, biases[i]));
+  const checked = weights.map((weight, i) => checkLinear(op, input, weight, biases[i]));
   if (checked.length === 0) return [];
   const K = checked[0]!.K;
-  const M = x.size / K;
+  const M = input.size / K;
+  const { x, fused: norm, release } = await withNorm(op, input, K, options.norm, fusesLinears(M, K));
+  // with the norm fused, every kernel applies it: the linears dispatches and any separate linear
+  const normWeight = norm ? [options.norm!.weight] : [];
   const outs: (Tensor | undefined)[] = weights.map(() => undefined);
   try {
     // the weights with rows to compute (an empty output needs no kernel), in order, of any kind
@@ -284,7 +365,7 @@ export async function linears(x: Tensor, weights: readonly LinearWeight[], biase
       for (let n = rest.length; n >= 2 && taken === 0; n--) {
         const run = rest.slice(0, n);
         const inputs = [x];
-        const attrs: LinearsAttrs = { M, K, outputs: [] };
+        const attrs: LinearsAttrs = { M, K, outputs: [], norm };
         for (const i of run) {
           const { w, rowScale, N } = checked[i]!;
           const bias = biases[i] ?? undefined;
@@ -293,6 +374,7 @@ export async function linears(x: Tensor, weights: readonly LinearWeight[], biase
           outShape[outShape.length - 1] = N;
           attrs.outputs.push({ N, hasBias: !!bias, hasRowScale: !!rowScale, outShape });
         }
+        inputs.push(...normWeight);
         if (!accepted(op, inputs, attrs, x.backend)) continue;
         const ys = await runKernel(op, inputs, attrs);
         run.forEach((i, j) => (outs[i] = ys[j]));
@@ -301,10 +383,12 @@ export async function linears(x: Tensor, weights: readonly LinearWeight[], biase
       if (taken === 0) break;
       rest = rest.slice(taken);
     }
-    for (let i = 0; i < weights.length; i++) outs[i] ??= await linear(x, weights[i]!, biases[i]);
+    for (let i = 0; i < weights.length; i++) outs[i] ??= await linear(x, weights[i]!, biases[i], { norm: norm ? options.norm : null });
     return outs as Tensor[];
   } catch (e) {
     for (const t of outs) t?.dispose();
     throw e;
+  } finally {
+    release();
   }
 }

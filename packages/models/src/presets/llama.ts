@@ -9,7 +9,7 @@
  */
 import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
-import { type LinearWeight, type RopeOptions, linear, linears, rmsNorm, rope } from '@phalanx/ops';
+import { type InputNorm, type LinearWeight, type RopeOptions, linear, linears, rope } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
 import { type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
 
@@ -58,19 +58,22 @@ type AttentionConfig = Pick<LlamaConfig, 'numAttentionHeads' | 'numKeyValueHeads
  * Attention projections of x [B, T, hidden] (each with its bias when the checkpoint has one), as [B, T, heads, D]
  * each: `projections` lists their names and head counts. One ops `linears` call: a single dispatch in decode.
  */
-async function projectHeads(w: Weights, l: number, projections: [name: string, heads: number][], x: Tensor, D: number, s: Scratch): Promise<Tensor[]> {
+async function projectHeads(w: Weights, l: number, projections: [name: string, heads: number][], x: Tensor, D: number, s: Scratch, norm?: InputNorm): Promise<Tensor[]> {
   const [B, T] = x.shape as [number, number];
   const weights = projections.map(([name]) => w.layerMatrix(l, `self_attn.${name}.weight`));
   const biases = projections.map(([name]) => w.optional(`model.layers.${l}.self_attn.${name}.bias`));
-  const flat = await Promise.all((await linears(x, weights, biases)).map((t) => s.keep(t)));
+  const flat = await Promise.all((await linears(x, weights, biases, { norm })).map((t) => s.keep(t)));
   return Promise.all(flat.map((t, i) => s.keep(t.reshape([B, T, projections[i]![1], D]))));
 }
 
-/** q/k/v of the normed input h [B, T, hidden], as [B, T, heads, D], with RoPE from `position`. */
-export async function llamaQkv(w: Weights, l: number, c: AttentionConfig, h: Tensor, position: number, s: Scratch) {
+/**
+ * q/k/v of h [B, T, hidden] (the input normed already, or x with the input norm `norm`, which the projections
+ * apply), as [B, T, heads, D], with RoPE from `position`.
+ */
+export async function llamaQkv(w: Weights, l: number, c: AttentionConfig, h: Tensor, position: number, s: Scratch, norm?: InputNorm) {
   const rotary = { offset: position, theta: c.rope.theta, scaling: c.rope.scaling };
   const [H, Hkv] = [c.numAttentionHeads, c.numKeyValueHeads];
-  const [q, k, v] = (await projectHeads(w, l, [['q_proj', H], ['k_proj', Hkv], ['v_proj', Hkv]], h, c.headDim, s)) as [Tensor, Tensor, Tensor];
+  const [q, k, v] = (await projectHeads(w, l, [['q_proj', H], ['k_proj', Hkv], ['v_proj', Hkv]], h, c.headDim, s, norm)) as [Tensor, Tensor, Tensor];
   return { q: await s.keep(rope(q, rotary)), k: await s.keep(rope(k, rotary)), v, rotary };
 }
 
@@ -81,10 +84,10 @@ export async function llamaKv(w: Weights, l: number, c: AttentionConfig, x: Tens
   return { k: await s.keep(rope(k, rotary)), v };
 }
 
-/** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x). */
-export async function llamaMlp(w: Weights, l: number, eps: number, x: Tensor, s: Scratch): Promise<Tensor> {
-  const h = await s.keep(rmsNorm(x, w.layer(l, 'post_attention_layernorm.weight'), { eps }));
-  return swigluMlp(h, w.layerMatrix(l, 'mlp.gate_proj.weight'), w.layerMatrix(l, 'mlp.up_proj.weight'), w.layerMatrix(l, 'mlp.down_proj.weight'), x);
+/** One Llama decoder layer's MLP half: x + down(silu(gate h) * up h), h = post_attention_layernorm(x) (applied by the gate/up GEMV in decode). */
+export async function llamaMlp(w: Weights, l: number, eps: number, x: Tensor): Promise<Tensor> {
+  const norm = { weight: w.layer(l, 'post_attention_layernorm.weight'), eps };
+  return swigluMlp(x, w.layerMatrix(l, 'mlp.gate_proj.weight'), w.layerMatrix(l, 'mlp.up_proj.weight'), w.layerMatrix(l, 'mlp.down_proj.weight'), x, norm);
 }
 
 /** The head: lm_head, or the embedding when tied. */
@@ -124,12 +127,11 @@ class LlamaNetwork implements Network {
       const s = new Scratch();
       try {
         await s.keep(x);
-        const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
-        const { q, k, v } = await llamaQkv(w, l, c, h, position, s);
+        const { q, k, v } = await llamaQkv(w, l, c, x, position, s, { weight: w.layer(l, 'input_layernorm.weight'), eps });
         const y = await s.keep(attend(q, k, v, state?.caches[l] ?? null));
         // x + o_proj(y), the residual added in the projection's epilogue in decode
         const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
-        x = await llamaMlp(w, l, eps, afterAttention, s);
+        x = await llamaMlp(w, l, eps, afterAttention);
       } finally {
         s.dispose();
       }

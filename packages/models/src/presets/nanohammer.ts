@@ -129,7 +129,7 @@ class NanoHammerNetwork implements Network {
         const y = await s.keep(attend(q, k, v, state?.kv.caches[l] ?? null, { stateKv }));
         // x + o_proj(y), the residual added in the projection's epilogue in decode
         const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
-        x = await llamaMlp(w, l, eps, afterAttention, s);
+        x = await llamaMlp(w, l, eps, afterAttention);
       } finally {
         s.dispose();
       }

@@ -11,7 +11,7 @@
 import type { ExpectedTensor, SpartacusConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
 import { type DecayVariant, MonoidAttention, type MonoidAttentionResult, type MonoidScanOptions, detectDecayVariant } from '@phalanx/monoid-scan';
-import { rmsNorm } from '@phalanx/ops';
+import type { InputNorm } from '@phalanx/ops';
 import { embedTokens, logitsHead } from '../blocks.js';
 import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
 import { headWeight, llamaBodyTensors, llamaMlp } from './llama.js';
@@ -97,13 +97,13 @@ export class SpartacusNetwork implements Network {
         const s = new Scratch();
         try {
           await s.keep(x);
-          const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
+          const norm = { weight: w.layer(l, 'input_layernorm.weight'), eps };
           const held = state?.layers[l];
           // one token onto a held state is the O(1) decode step (spec 1.6), whatever form the scan options give prefills;
-          // the output is x + attention(h), the residual added in the output projection
-          const { output, state: after } = held && T === 1 ? await decodeStep(attention[l]!, held, h, x, s) : await attention[l]!.forward(h, { ...this.scan, initialState: held, residual: x });
+          // the output is x + attention(input_layernorm(x)): the norm applied by the projections, the residual added in the output projection
+          const { output, state: after } = held && T === 1 ? await decodeStep(attention[l]!, held, x, norm, s) : await attention[l]!.forward(x, { ...this.scan, initialState: held, residual: x, norm });
           next.push(after);
-          x = await llamaMlp(w, l, eps, await s.keep(output), s);
+          x = await llamaMlp(w, l, eps, await s.keep(output));
         } finally {
           s.dispose();
         }
@@ -171,10 +171,11 @@ export class SpartacusNetwork implements Network {
   }
 }
 
-/** MonoidAttention.step on h [B, 1, hidden] -> residual + output [B, 1, hidden] and the next state. */
-async function decodeStep(attention: MonoidAttention, held: Tensor, h: Tensor, residual: Tensor, s: Scratch): Promise<MonoidAttentionResult> {
-  const [B, , C] = h.shape as [number, number, number];
-  const { output, state } = await attention.step(held, await s.keep(h.reshape([B, C])), { residual: await s.keep(residual.reshape([B, C])) });
+/** MonoidAttention.step on x [B, 1, hidden] (normed by `norm`) -> x + output [B, 1, hidden] and the next state. */
+async function decodeStep(attention: MonoidAttention, held: Tensor, x: Tensor, norm: InputNorm, s: Scratch): Promise<MonoidAttentionResult> {
+  const [B, , C] = x.shape as [number, number, number];
+  const flat = await s.keep(x.reshape([B, C]));
+  const { output, state } = await attention.step(held, flat, { residual: flat, norm });
   await s.keep(output);
   return { output: output.reshape([B, 1, C]), state };
 }

@@ -1,12 +1,34 @@
 import { type Tensor, cpu, cpuStorage, cpuValues, empty, registerKernel } from '@phalanx/core';
 import { silu64 } from '../activations.js';
-import type { LinearsAttrs, MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
+import type { LinearsAttrs, MatmulAttrs, NormAttrs, SwigluLinearAttrs } from '../linear.js';
+
+/**
+ * Rows of x [rows, K] through an RMSNorm (`InputNorm`) in float64, for the kernels that apply it to their input:
+ * x / sqrt(mean(x²) + eps) * (weight + weightOffset).
+ */
+function normRows(x: ArrayLike<number>, K: number, norm: NormAttrs, weight: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let r = 0; r < x.length / K; r++) {
+    let ss = 0;
+    for (let k = 0; k < K; k++) ss += x[r * K + k]! ** 2;
+    const inv = 1 / Math.sqrt(ss / K + norm.eps);
+    for (let k = 0; k < K; k++) out[r * K + k] = x[r * K + k]! * inv * (weight[k]! + norm.weightOffset);
+  }
+  return out;
+}
+
+/** The kernels' input x, normed when `norm` is set (its weight is the last input). */
+function inputRows(inputs: Tensor[], K: number, norm: NormAttrs | undefined): ArrayLike<number> {
+  const x = cpuValues(inputs[0]!);
+  return norm ? normRows(x, K, norm, cpuValues(inputs[inputs.length - 1]!)) : x;
+}
 
 /** The reference product: float64 accumulation, one output at a time, plus any residual, rounded to f32 once. */
-function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, hasBias, hasRowScale, hasResidual, outShape }: MatmulAttrs): Tensor {
+function matmul(inputs: Tensor[], { batch, M, N, K, transB, bShared, hasBias, hasRowScale, hasResidual, norm, outShape }: MatmulAttrs): Tensor {
+  const [, b, ...rest] = norm ? inputs.slice(0, -1) : inputs;
   const out = empty(outShape, { backend: cpu });
   const o = cpuStorage(out);
-  const x = cpuValues(a!);
+  const x = inputRows(inputs, K, norm);
   const w = cpuValues(b!);
   const bias = hasBias ? cpuValues(rest[0]!) : undefined;
   const scale = hasRowScale ? cpuValues(rest[hasBias ? 1 : 0]!) : undefined;
@@ -29,10 +51,11 @@ function matmul([a, b, ...rest]: Tensor[], { batch, M, N, K, transB, bShared, ha
 }
 
 /** silu(x gate^T) * (x up^T): both dot products in float64, the product rounded to f32 once. */
-function swigluLinear([x, gate, up, gateScale, upScale]: Tensor[], { M, N, K, hasRowScale, outShape }: SwigluLinearAttrs): Tensor {
+function swigluLinear(inputs: Tensor[], { M, N, K, hasRowScale, norm, outShape }: SwigluLinearAttrs): Tensor {
+  const [, gate, up, gateScale, upScale] = inputs;
   const out = empty(outShape, { backend: cpu });
   const o = cpuStorage(out);
-  const xv = cpuValues(x!);
+  const xv = inputRows(inputs, K, norm);
   const gv = cpuValues(gate!);
   const uv = cpuValues(up!);
   const gs = hasRowScale ? cpuValues(gateScale!) : undefined;
@@ -53,11 +76,13 @@ function swigluLinear([x, gate, up, gateScale, upScale]: Tensor[], { M, N, K, ha
 }
 
 /** Each matrix's product as `matmul` computes it for `linear`: the same float64 sums, so the same f32 results. */
-function linears([x, ...rest]: Tensor[], { M, K, outputs }: LinearsAttrs): Tensor[] {
+function linears(inputs: Tensor[], { M, K, outputs, norm }: LinearsAttrs): Tensor[] {
+  const [x, ...rest] = inputs;
+  const normWeight = norm ? [inputs[inputs.length - 1]!] : [];
   let at = 0;
   return outputs.map(({ N, hasBias, hasRowScale, outShape }) => {
-    const inputs = rest.slice(at, (at += 1 + (hasBias ? 1 : 0) + (hasRowScale ? 1 : 0)));
-    return matmul([x!, ...inputs], { batch: 1, M, N, K, transB: true, bShared: true, hasBias, hasRowScale, outShape });
+    const own = rest.slice(at, (at += 1 + (hasBias ? 1 : 0) + (hasRowScale ? 1 : 0)));
+    return matmul([x!, ...own, ...normWeight], { batch: 1, M, N, K, transB: true, bShared: true, hasBias, hasRowScale, norm, outShape });
   });
 }
 

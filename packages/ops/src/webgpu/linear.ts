@@ -1,7 +1,7 @@
 import { type DType, type Tensor, empty, registerKernel } from '@phalanx/core';
 import { type Program, type WebGPUBackend, cached, grid1d, program } from '@phalanx/webgpu';
 import { ACTIVATIONS_WGSL } from '../activations.js';
-import type { LinearsAttrs, MatmulAttrs, SwigluLinearAttrs } from '../linear.js';
+import type { LinearsAttrs, MatmulAttrs, NormAttrs, SwigluLinearAttrs } from '../linear.js';
 
 /** Tile shape of the matrix-product kernel: a BM x BN output tile per workgroup, TM x TN outputs per thread. */
 export interface GemmTile {
@@ -268,7 +268,18 @@ export interface GemvEpilogue extends Epilogue {
   swiglu?: boolean;
   /** With `swiglu` and int8 weights: the dtype of up's row scales, bound after gate's (`rowScale`). */
   upScale?: DType;
+  /** The input's RMSNorm (`InputNorm`): the dtype of its weight, bound last (uniforms eps, weight_offset). */
+  norm?: DType;
 }
+
+/** WGSL of the norm weight's vec4 at k4 (plus weight_offset), for a GEMV with an input RMSNorm. */
+const NORM_WEIGHT = `fn nw4(k4: u32) -> vec4<f32> {
+  let i = k4 * 4u;
+  return vec4<f32>(load_normWeight(i), load_normWeight(i + 1u), load_normWeight(i + 2u), load_normWeight(i + 3u)) + u.weight_offset;
+}`;
+
+/** The input RMSNorm's factor for row m of x from the lanes' sum of squares `ss`. */
+const normFactor = (ss: string) => `inverseSqrt(${ss} / f32(u.K) + u.eps)`;
 
 /**
  * The dot products of a GEMV thread (with `n`, `lane`, `K4`, the accumulators acc0.. and `x4` in scope): over
@@ -276,19 +287,26 @@ export interface GemvEpilogue extends Epilogue {
  * time, each reused for every row of x. With `loadUp` the same loop also streams row n of that matrix into
  * accUp0.., reusing each x vector for both.
  */
-function gemvLoop(rows: number, { lanes, unroll }: GemvShape, load: string, loadUp?: string): string {
+function gemvLoop(rows: number, { lanes, unroll }: GemvShape, load: string, loadUp?: string, norm = false): string {
   const U = Array.from({ length: unroll }, (_, j) => j);
   const R = Array.from({ length: rows }, (_, m) => m);
   // one loop step over the vectors j in J, at 16-byte index at(j) of the rows: the loads of w<j> (and v<j>,
-  // up's), then the dot products with each row of x
+  // up's), then the dot products with each row of x. With `norm`, x times the norm weight meets w, and the
+  // squares of x are summed into ss<m> (every x element once per output row: the lanes cover K once)
   const loads = (J: number[], at: (j: number) => string) => [
     ...J.map((j) => `let w${j} = ${load}(wRow + ${at(j)});`),
     ...(loadUp ? J.map((j) => `let v${j} = ${loadUp}(wRow + ${at(j)});`) : []),
+    ...(norm ? J.map((j) => `let nw${j} = nw4(${at(j)});`) : []),
   ];
+  const xOf = (j: number) => (norm ? `xv${j} * nw${j}` : `xv${j}`);
   const step = (J: number[], at: (j: number) => string) =>
-    loadUp
-      ? R.map((m) => `{ ${J.map((j) => `let xv${j} = x4(${m}u, ${at(j)});`).join(' ')} acc${m} += ${J.map((j) => `dot(w${j}, xv${j})`).join(' + ')}; accUp${m} += ${J.map((j) => `dot(v${j}, xv${j})`).join(' + ')}; }`)
-      : R.map((m) => `acc${m} += ${J.map((j) => `dot(w${j}, x4(${m}u, ${at(j)}))`).join(' + ')};`);
+    R.map(
+      (m) =>
+        `{ ${J.map((j) => `let xv${j} = x4(${m}u, ${at(j)});`).join(' ')} acc${m} += ${J.map((j) => `dot(w${j}, ${xOf(j)})`).join(' + ')};` +
+        (loadUp ? ` accUp${m} += ${J.map((j) => `dot(v${j}, ${xOf(j)})`).join(' + ')};` : '') +
+        (norm ? ` ss${m} += ${J.map((j) => `dot(xv${j}, xv${j})`).join(' + ')};` : '') +
+        ' }',
+    );
   const unrolled = (j: number) => `k4 + ${j * lanes}u`;
   return `let wRow = n * K4;
     var k4 = lane;
@@ -314,23 +332,32 @@ export function gemvProgram(xDType: DType, wDType: DType, rows: number, post: Ge
   if (fused && (post.bias || post.residual || !post.rowScale !== !post.upScale)) throw new Error('gemvProgram: the swiglu GEMV takes no bias or residual, and row scales for both matrices or neither');
   const ep = epilogue(post);
   const { rowsPerGroup, lanes, unroll } = shape;
-  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? `:swiglu:${post.upScale}` : ''}`, () => {
+  const norm = post.norm;
+  return cached(`ops:gemv:${xDType}:${wDType}:${rows}:${ep.key}:${rowsPerGroup}x${lanes}x${unroll}${fused ? `:swiglu:${post.upScale}` : ''}:${norm}`, () => {
     const lw = load4('w', wDType);
     const lu = load4('up', wDType);
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
+    // the input norm scales each dot product by its row's factor (the sums of squares are the last set reduced)
+    const normed = (v: string, ss: string | undefined) => (norm ? `(${v}) * ${normFactor(ss!)}` : v);
     // int8 swiglu: each dot product times its matrix's row scale before silu and the product
     const swiglu = (g: string, col: string, u: string) => (post.upScale ? `silu(${g} * load_rowScale(${col})) * (${u} * load_upScale(${col}))` : `silu(${g}) * ${u}`);
-    const laneSum = fused ? gemvLaneSum(rows, threads, lanes, (g, col, u) => swiglu(g, col, u!), ['acc', 'accUp']) : gemvLaneSum(rows, threads, lanes, ep.apply, ['acc'], !!post.residual);
+    const ssSet = norm ? ['ss'] : [];
+    const laneSum = fused
+      ? gemvLaneSum(rows, threads, lanes, (g, col, u, ss) => swiglu(normed(g, ss), col, normed(u!, ss)), ['acc', 'accUp', ...ssSet])
+      : gemvLaneSum(rows, threads, lanes, (v, col, ss) => ep.apply(normed(v, ss), col), ['acc', ...ssSet], !!post.residual);
     return program({
       name: fused ? 'swigluLinear' : 'matmul',
-      inputs: fused ? { x: xDType, w: wDType, up: wDType, ...(post.upScale ? { rowScale: post.rowScale!, upScale: post.upScale } : {}) } : { x: xDType, w: wDType, ...ep.inputs },
+      inputs: {
+        ...(fused ? { x: xDType, w: wDType, up: wDType, ...(post.upScale ? { rowScale: post.rowScale!, upScale: post.upScale } : {}) } : { x: xDType, w: wDType, ...ep.inputs }),
+        ...(norm ? { normWeight: norm } : {}),
+      },
       outputs: { out: 'f32' },
       views: { ...(xDType === 'f32' ? { w: lw.view, x: 'vec4<f32>' } : { w: lw.view }), ...(fused ? { up: lu.view } : {}) },
-      uniforms: { N: 'u32', K: 'u32' },
+      uniforms: { N: 'u32', K: 'u32', ...(norm ? { eps: 'f32', weight_offset: 'f32' } : {}) },
       workgroupSize: threads,
       helpers: `${laneSum.decl}
-${lw.fn}${fused ? `\n${lu.fn}\n${ACTIVATIONS_WGSL}` : ''}
+${lw.fn}${fused ? `\n${lu.fn}\n${ACTIVATIONS_WGSL}` : ''}${norm ? `\n${NORM_WEIGHT}` : ''}
 fn x4(m: u32, k4: u32) -> vec4<f32> {
   ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
 }`,
@@ -338,9 +365,9 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
   let lane = lid.x % ${lanes}u;
   let n = (wid.x + wid.y * nwg.x) * ${rowsPerGroup}u + r;
   let K4 = u.K / 4u;
-  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}${fused ? ` ${R.map((m) => `var accUp${m} = 0.0;`).join(' ')}` : ''}
+  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}${fused ? ` ${R.map((m) => `var accUp${m} = 0.0;`).join(' ')}` : ''}${norm ? ` ${R.map((m) => `var ss${m} = 0.0;`).join(' ')}` : ''}
   if (n < u.N) {
-    ${gemvLoop(rows, shape, 'load4_w', fused ? 'load4_up' : undefined)}
+    ${gemvLoop(rows, shape, 'load4_w', fused ? 'load4_up' : undefined, !!norm)}
   }
   ${laneSum.store}`,
     });
@@ -365,14 +392,14 @@ export interface LinearsMatrix {
  * uniform over it and the lanes' reduction is shared. Bindings: x, then per matrix weight<i>, bias<i>,
  * scale<i> (those present), then the outputs out<i>; uniforms K, N<i>, G<i>.
  */
-export function linearsProgram(xDType: DType, rows: number, mats: readonly LinearsMatrix[], shape: GemvShape = DEFAULT_GEMV): Program {
+export function linearsProgram(xDType: DType, rows: number, mats: readonly LinearsMatrix[], shape: GemvShape = DEFAULT_GEMV, norm?: DType): Program {
   const { rowsPerGroup, lanes } = shape;
-  const key = `ops:linears:${xDType}:${rows}:${mats.map((e) => `${e.weight}/${e.bias}/${e.rowScale}`).join(',')}:${rowsPerGroup}x${lanes}x${shape.unroll}`;
+  const key = `ops:linears:${xDType}:${rows}:${mats.map((e) => `${e.weight}/${e.bias}/${e.rowScale}`).join(',')}:${rowsPerGroup}x${lanes}x${shape.unroll}:${norm}`;
   return cached(key, () => {
     const threads = rowsPerGroup * lanes;
     const R = Array.from({ length: rows }, (_, m) => m);
     const I = mats.map((_, i) => i);
-    const { decl, reduce, part } = gemvLaneReduce(rows, threads, lanes, ['acc']);
+    const { decl, reduce, part } = gemvLaneReduce(rows, threads, lanes, norm ? ['acc', 'ss'] : ['acc']);
     const inputs: Record<string, DType> = { x: xDType };
     const views: Record<string, string> = xDType === 'f32' ? { x: 'vec4<f32>' } : {};
     const loaders: string[] = [];
@@ -387,18 +414,22 @@ export function linearsProgram(xDType: DType, rows: number, mats: readonly Linea
       uniforms[`N${i}`] = 'u32';
       if (i > 0) uniforms[`G${i}`] = 'u32';
     });
-    // linear's epilogue (`epilogue`), for matrix i
-    const apply = (i: number, value: string) => `${mats[i]!.rowScale ? `${value} * load_scale${i}(n)` : value}${mats[i]!.bias ? ` + load_bias${i}(n)` : ''}`;
+    if (norm) inputs.normWeight = norm;
+    // linear's epilogue (`epilogue`), for matrix i, after the input norm's factor
+    const apply = (i: number, m: number) => {
+      const value = norm ? `${part(m)} * ${normFactor(part(rows + m))}` : part(m);
+      return `${mats[i]!.rowScale ? `${value} * load_scale${i}(n)` : value}${mats[i]!.bias ? ` + load_bias${i}(n)` : ''}`;
+    };
     const cases = (body: (i: number) => string) => I.map((i) => `${i === I.length - 1 ? 'default' : `case ${i}u`}: {\n      ${body(i)}\n    }`).join('\n    ');
     return program({
       name: 'linears',
       inputs,
       outputs: Object.fromEntries(I.map((i) => [`out${i}`, 'f32'])),
       views,
-      uniforms,
+      uniforms: { ...uniforms, ...(norm ? { eps: 'f32', weight_offset: 'f32' } : {}) },
       workgroupSize: threads,
       helpers: `${decl}
-${loaders.join('\n')}
+${loaders.join('\n')}${norm ? `\n${NORM_WEIGHT}` : ''}
 fn x4(m: u32, k4: u32) -> vec4<f32> {
   ${xDType === 'f32' ? 'return x[m * (u.K / 4u) + k4];' : 'let i = m * u.K + k4 * 4u;\n  return vec4<f32>(load_x(i), load_x(i + 1u), load_x(i + 2u), load_x(i + 3u));'}
 }`,
@@ -412,16 +443,16 @@ fn x4(m: u32, k4: u32) -> vec4<f32> {
   var N = u.N0;
   ${I.slice(1).map((i) => `if (g >= u.G${i}) { mat = ${i}u; g0 = u.G${i}; N = u.N${i}; }`).join('\n  ')}
   let n = (g - g0) * ${rowsPerGroup}u + r;
-  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}
+  ${R.map((m) => `var acc${m} = 0.0;`).join(' ')}${norm ? ` ${R.map((m) => `var ss${m} = 0.0;`).join(' ')}` : ''}
   if (n < N) {
     switch mat {
-    ${cases((i) => gemvLoop(rows, shape, `load4_weight${i}`).replaceAll('\n', '\n  '))}
+    ${cases((i) => gemvLoop(rows, shape, `load4_weight${i}`, undefined, !!norm).replaceAll('\n', '\n  '))}
     }
   }
   ${reduce}
   if (lane == 0u && n < N) {
     switch mat {
-    ${cases((i) => R.map((m) => `out${i}[${m}u * N + n] = ${apply(i, part(m))};`).join('\n      '))}
+    ${cases((i) => R.map((m) => `out${i}[${m}u * N + n] = ${apply(i, m)};`).join('\n      '))}
     }
   }`,
     });
@@ -432,16 +463,18 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
   const [a, b, ...rest] = inputs as [Tensor, Tensor, ...Tensor[]];
   const { batch, M, N, K, transB, bShared, outShape } = attrs;
   // the epilogue inputs follow the operands in this order: bias, rowScale, then residual (GEMV only, see verify)
-  const post: Epilogue = {
+  const normWeight = attrs.norm ? rest.pop() : undefined;
+  const post: GemvEpilogue = {
     bias: attrs.hasBias ? rest[0]!.dtype : undefined,
     rowScale: attrs.hasRowScale ? rest[attrs.hasBias ? 1 : 0]!.dtype : undefined,
     residual: attrs.hasResidual ? rest[rest.length - 1]!.dtype : undefined,
+    norm: normWeight?.dtype,
   };
   const out = empty(outShape, { backend });
   if (out.size === 0) return out;
   if (useGemv(attrs)) {
     const prog = gemvProgram(a.dtype, b.dtype, M, post);
-    await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
+    await backend.run(prog, inputs, [out], { N, K, ...normUniforms(attrs.norm) }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
     return out;
   }
   const tile = DEFAULT_TILE;
@@ -453,17 +486,18 @@ async function matmul(inputs: Tensor[], attrs: MatmulAttrs, backend: WebGPUBacke
 }
 
 /** The fused gate/up GEMV of `swigluLinear`: one dispatch for silu(x gate^T) * (x up^T). */
-async function swigluLinear(inputs: Tensor[], { M, N, K, hasRowScale, outShape }: SwigluLinearAttrs, backend: WebGPUBackend): Promise<Tensor> {
+async function swigluLinear(inputs: Tensor[], { M, N, K, hasRowScale, norm, outShape }: SwigluLinearAttrs, backend: WebGPUBackend): Promise<Tensor> {
   const [x, gate, , gateScale, upScale] = inputs as [Tensor, Tensor, Tensor, Tensor?, Tensor?];
   const out = empty(outShape, { backend });
   if (out.size === 0) return out;
-  const prog = gemvProgram(x.dtype, gate.dtype, M, { swiglu: true, ...(hasRowScale ? { rowScale: gateScale!.dtype, upScale: upScale!.dtype } : {}) });
-  await backend.run(prog, inputs, [out], { N, K }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
+  const scales = hasRowScale ? { rowScale: gateScale!.dtype, upScale: upScale!.dtype } : {};
+  const prog = gemvProgram(x.dtype, gate.dtype, M, { swiglu: true, ...scales, norm: norm && inputs[inputs.length - 1]!.dtype });
+  await backend.run(prog, inputs, [out], { N, K, ...normUniforms(norm) }, grid1d(N, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
   return out;
 }
 
 /** The fused GEMVs of `linears`: one dispatch, one output per matrix (see linearsProgram). */
-async function linears(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backend: WebGPUBackend): Promise<Tensor[]> {
+async function linears(inputs: Tensor[], { M, K, outputs, norm }: LinearsAttrs, backend: WebGPUBackend): Promise<Tensor[]> {
   const x = inputs[0]!;
   const outs = outputs.map(({ outShape }) => empty(outShape, { backend }));
   const mats: LinearsMatrix[] = [];
@@ -477,9 +511,14 @@ async function linears(inputs: Tensor[], { M, K, outputs }: LinearsAttrs, backen
     if (i > 0) uniforms[`G${i}`] = groups;
     groups += Math.ceil(N / DEFAULT_GEMV.rowsPerGroup);
   });
-  const prog = linearsProgram(x.dtype, M, mats);
-  await backend.run(prog, inputs, outs, uniforms, grid1d(groups * DEFAULT_GEMV.rowsPerGroup, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
+  const prog = linearsProgram(x.dtype, M, mats, DEFAULT_GEMV, norm && inputs[inputs.length - 1]!.dtype);
+  await backend.run(prog, inputs, outs, { ...uniforms, ...normUniforms(norm) }, grid1d(groups * DEFAULT_GEMV.rowsPerGroup, DEFAULT_GEMV.rowsPerGroup, backend.limits.maxComputeWorkgroupsPerDimension));
   return outs;
+}
+
+/** The uniforms of an input norm (none without one). */
+function normUniforms(norm: NormAttrs | undefined): Record<string, number> {
+  return norm ? { eps: norm.eps, weight_offset: norm.weightOffset } : {};
 }
 
 /** Why the `linears` kernel declines these inputs (true: it takes them): see the registration below. */
@@ -514,7 +553,7 @@ registerKernel({
   verify: (_inputs, attrs: MatmulAttrs, backend: WebGPUBackend) => {
     const { batch, M, N } = attrs;
     // a residual is added by the GEMV epilogue only (linear composes linear then add otherwise)
-    if (attrs.hasResidual && !useGemv(attrs)) return `the residual epilogue takes the GEMV case only (got ${batch} x ${M} x ${attrs.K})`;
+    if ((attrs.hasResidual || attrs.norm) && !useGemv(attrs)) return `the residual epilogue and the input norm take the GEMV case only (got ${batch} x ${M} x ${attrs.K})`;
     const max = backend.limits.maxComputeWorkgroupsPerDimension!;
     return (batch <= max && Math.ceil(M / DEFAULT_TILE.BM) <= max && Math.ceil(N / DEFAULT_TILE.BN) <= max) || `grid too large for ${batch} x ${M} x ${N}`;
   },
