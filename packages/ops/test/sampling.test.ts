@@ -162,6 +162,12 @@ describe.each(backends)('sampling on $name', (backend: Backend) => {
     for (const options of [{}, { topK: 7 }, { topP: 0.8, temperature: 0.7 }, { topK: 20, topP: 0.5 }]) {
       expect(await sample(logits, { ...options, seed: 11 })).toEqual(await sample(onCpu, { ...options, seed: 11 }));
     }
+    // long rows (the per-row pass takes its widest workgroup there): 6 rows of 20,000 logits, coarse values
+    const wide = normals(6 * 20_000, 14).map((v) => Math.round(v * 8) / 8);
+    const [g, c] = [tensor(wide, [6, 20_000], { backend }), tensor(wide, [6, 20_000], { backend: cpu })];
+    for (const options of [{ temperature: 0.9 }, { topK: 40 }, { topP: 0.9, temperature: 0.8 }, { topK: 50, topP: 0.95, temperature: 0.8 }]) {
+      expect(await sample(g, { ...options, seed: 12 })).toEqual(await sample(c, { ...options, seed: 12 }));
+    }
   });
 
   it('handles long rows (V = 50,000 and 128,256)', async () => {

@@ -232,6 +232,22 @@ function sampleProgram(dtype: DType, workgroupSize: number): Program {
   );
 }
 
+/** Workgroup memory of the per-row pass per invocation: steps (12 bytes), red_key, red_idx and scan (4 each). */
+const ROW_BYTES_PER_INVOCATION = 24;
+
+/**
+ * Invocations of the per-row pass. Short rows get a small workgroup (every reduction costs each invocation a
+ * barrier, used or not). Sampling with temperature walks the row once per bisection step (up to 32 per
+ * threshold), each walk as long as the row over the workgroup: long rows take up to 1024 invocations where
+ * the device has them and their workgroup memory, 4 times fewer steps per walk than 256.
+ */
+function rowWorkgroup(vocab: number, greedy: boolean, backend: WebGPUBackend): number {
+  if (vocab < 256) return 32;
+  if (greedy || vocab < 8192) return 256;
+  const { maxComputeInvocationsPerWorkgroup: threads, maxComputeWorkgroupSizeX: sizeX, maxComputeWorkgroupStorageSize: bytes } = backend.limits;
+  return [1024, 512].find((n) => n <= threads! && n <= sizeX! && ROW_BYTES_PER_INVOCATION * n + 4 <= bytes!) ?? 256;
+}
+
 registerKernel({
   op: 'sample',
   backend: 'webgpu',
@@ -245,8 +261,7 @@ registerKernel({
     const chunkBest = empty([rows * chunks * 2], { dtype: 'u32', backend });
     await backend.run(argmaxChunksProgram(logits!.dtype), [logits!], [chunkBest], { rows, n: vocab, chunks, chunk }, grid1d(rows * chunks, 1));
     const u = { rows, n: vocab, chunks, topK, greedy: greedy ? 1 : 0, temperature: greedy ? 1 : temperature, topP };
-    // short rows get a small workgroup: every reduction costs each invocation a barrier, used or not
-    const workgroupSize = vocab < 256 ? 32 : 256;
+    const workgroupSize = rowWorkgroup(vocab, greedy, backend);
     await backend.run(sampleProgram(logits!.dtype, workgroupSize), [logits!, rand, chunkBest], [ids], u, grid1d(rows, 1));
     chunkBest.dispose();
     rand.dispose();
