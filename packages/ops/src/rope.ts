@@ -75,6 +75,70 @@ export interface RopeOptions {
   scaling?: RopeScaling;
   /** Precomputed inverse frequencies (rotaryDim/2 of them), instead of theta and scaling. */
   invFreq?: ArrayLike<number>;
+  /**
+   * A table made by `ropeTable` (positions and frequencies), instead of positions / offset / theta / scaling /
+   * invFreq: shared by several calls, it is computed once and uploaded once per backend.
+   */
+  table?: RopeTable;
+}
+
+/**
+ * cos and sin of position * invFreq[i] in float64, [positions, rotaryDim/2], for several `rope` calls with
+ * the same positions (q and k of every layer of a forward): computed once, and uploaded once to each backend
+ * that runs them (the upload is the table's; `dispose` gives it back).
+ */
+export class RopeTable {
+  /** Uploads of cos and sin by backend, made by the backend's kernel on first use. */
+  readonly uploads = new Map<unknown, [Tensor, Tensor]>();
+  constructor(
+    readonly rotaryDim: number,
+    readonly rows: number,
+    readonly cos: Float64Array,
+    readonly sin: Float64Array,
+  ) {}
+
+  dispose(): void {
+    for (const pair of this.uploads.values()) for (const t of pair) t.dispose();
+    this.uploads.clear();
+  }
+}
+
+/**
+ * The RoPE table of `positions` (integers: [T] shared by a batch, or [B*T]) for heads rotating `rotaryDim`
+ * dims, with the frequencies of `theta` and `scaling` (or `invFreq`). Pass it as `rope`'s `table`; dispose it.
+ */
+export function ropeTable(positions: ArrayLike<number>, options: RopeTableOptions): RopeTable {
+  const { rotaryDim } = options;
+  if (!Number.isInteger(rotaryDim) || rotaryDim <= 0 || rotaryDim % 2 !== 0) throw new InputError(`ropeTable: rotaryDim must be a positive even integer, got ${rotaryDim}`);
+  for (let i = 0; i < positions.length; i++) {
+    if (!Number.isSafeInteger(positions[i])) throw new InputError(`ropeTable: positions[${i}] = ${positions[i]} is not an integer`);
+  }
+  return angleTable('ropeTable', positions, options);
+}
+
+export interface RopeTableOptions {
+  rotaryDim: number;
+  theta?: number;
+  scaling?: RopeScaling;
+  invFreq?: ArrayLike<number>;
+}
+
+/** ropeTable of checked positions; `what` prefixes errors. */
+function angleTable(what: string, positions: ArrayLike<number>, options: RopeTableOptions): RopeTable {
+  const { rotaryDim } = options;
+  const invFreq = frequencies(what, rotaryDim, options);
+  const half = rotaryDim / 2;
+  const rows = positions.length;
+  const cos = new Float64Array(rows * half);
+  const sin = new Float64Array(rows * half);
+  for (let p = 0; p < rows; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = positions[p]! * invFreq[i]!;
+      cos[p * half + i] = Math.cos(angle);
+      sin[p * half + i] = Math.sin(angle);
+    }
+  }
+  return new RopeTable(rotaryDim, rows, cos, sin);
 }
 
 /** Attributes of the 'rope' kernels: x read as [batch, seq, heads, dim]. */
@@ -90,6 +154,8 @@ export interface RopeAttrs {
   sin: Float64Array;
   /** Table rows from one batch entry to the next: 0 when the batch shares positions, else seq. */
   batchStride: number;
+  /** The caller's table, which keeps each backend's upload (absent: the kernel uploads cos / sin for this call). */
+  table?: RopeTable;
 }
 
 /**
@@ -113,28 +179,23 @@ export async function rope(x: Tensor, options: RopeOptions = {}): Promise<Tensor
   }
   if (pairing !== 'half' && pairing !== 'interleaved') throw new InputError(`rope ${name}: pairing must be 'half' or 'interleaved', got ${JSON.stringify(pairing)}`);
 
-  const invFreq = frequencies(name, rotaryDim, options);
-  const positions = await positionList(name, batch, seq, options);
-  const half = rotaryDim / 2;
-  const rows = positions.length;
-  const cos = new Float64Array(rows * half);
-  const sin = new Float64Array(rows * half);
-  for (let p = 0; p < rows; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = positions[p]! * invFreq[i]!;
-      cos[p * half + i] = Math.cos(angle);
-      sin[p * half + i] = Math.sin(angle);
-    }
+  const given = options.table;
+  if (given) {
+    const extra = (['positions', 'offset', 'theta', 'scaling', 'invFreq'] as const).filter((k) => options[k] !== undefined);
+    if (extra.length) throw new InputError(`rope ${name}: a table brings its positions and frequencies; drop ${extra.join(', ')}`);
+    if (given.rotaryDim !== rotaryDim) throw new InputError(`rope ${name}: the table rotates ${given.rotaryDim} dims, rotaryDim is ${rotaryDim}`);
+    if (given.rows !== seq && given.rows !== batch * seq) throw new ShapeError(`rope ${name}: the table has ${given.rows} positions, expected T = ${seq}${batch > 1 ? ` or B*T = ${batch * seq}` : ''}`);
   }
-  const attrs: RopeAttrs = { batch, seq, heads, dim, rotaryDim, pairing, cos, sin, batchStride: rows === seq ? 0 : seq };
+  const table = given ?? angleTable(`rope ${name}`, await positionList(name, batch, seq, options), { ...options, rotaryDim });
+  const attrs: RopeAttrs = { batch, seq, heads, dim, rotaryDim, pairing, cos: table.cos, sin: table.sin, batchStride: table.rows === seq ? 0 : seq, table: given };
   return (await runKernel('rope', [x], attrs))[0]!;
 }
 
-function frequencies(name: string, rotaryDim: number, options: RopeOptions): ArrayLike<number> {
+function frequencies(what: string, rotaryDim: number, options: RopeTableOptions): ArrayLike<number> {
   const { invFreq, theta, scaling } = options;
   if (!invFreq) return ropeFrequencies({ dim: rotaryDim, theta, scaling });
-  if (theta !== undefined || scaling !== undefined) throw new InputError(`rope ${name}: pass invFreq or theta/scaling, not both`);
-  if (invFreq.length !== rotaryDim / 2) throw new ShapeError(`rope ${name}: invFreq has ${invFreq.length} values, expected rotaryDim/2 = ${rotaryDim / 2}`);
+  if (theta !== undefined || scaling !== undefined) throw new InputError(`${what}: pass invFreq or theta/scaling, not both`);
+  if (invFreq.length !== rotaryDim / 2) throw new ShapeError(`${what}: invFreq has ${invFreq.length} values, expected rotaryDim/2 = ${rotaryDim / 2}`);
   return invFreq;
 }
 

@@ -1,7 +1,7 @@
 import { type Backend, type DType, InputError, Rng, ShapeError, assertClose, tensor } from '@phalanx/core';
 import { testBackends } from '@phalanx/webgpu/testing';
 import { describe, expect, it } from 'vitest';
-import { type RopePairing, rope, ropeFrequencies } from '../src/rope.js';
+import { type RopePairing, rope, ropeFrequencies, ropeTable } from '../src/rope.js';
 
 const { backends } = await testBackends();
 
@@ -160,6 +160,27 @@ describe.each(backends)('rope on $name', (backend: Backend) => {
     const shape = [2, 3, 5, 6];
     const { stored, out } = await run(randomValues(180, 7), shape, { offset: 2, rotaryDim: 4 }, dtype);
     assertClose(ropeRef(stored, shape, (_, t) => 2 + t, ropeFrequencies({ dim: 4 }), 4, 'half'), out, { rtol: 1e-5 });
+  });
+
+  it('a table (ropeTable) serves several calls: the same rotation as positions, one upload per backend, refused with positions', async () => {
+    const shape = [2, 3, 2, 8];
+    const rng = new Rng(41);
+    const xs = [0, 1].map(() => tensor(Array.from({ length: 96 }, () => rng.normal()), shape, { backend, name: 'q' }));
+    const options = { theta: 500000, scaling: LLAMA31 };
+    const table = ropeTable([7, 8, 9], { rotaryDim: 8, ...options });
+    for (const x of xs) {
+      const viaTable = await rope(x, { table });
+      assertClose(await (await rope(x, { offset: 7, ...options })).data(), await viaTable.data(), { rtol: 1e-7, name: 'table vs offset' });
+    }
+    // the WebGPU kernel keeps one upload of cos / sin on the table; the CPU reads its float64 arrays
+    expect(table.uploads.size).toBe(backend.name === 'cpu' ? 0 : 1);
+    table.dispose();
+    expect(table.uploads.size).toBe(0);
+    const x = xs[0]!;
+    await expect(rope(x, { table: ropeTable([1, 2, 3], { rotaryDim: 8 }), offset: 3 })).rejects.toThrow(new InputError('rope q: a table brings its positions and frequencies; drop offset'));
+    await expect(rope(x, { table: ropeTable([1, 2, 3], { rotaryDim: 4 }) })).rejects.toThrow(/the table rotates 4 dims, rotaryDim is 8/);
+    await expect(rope(x, { table: ropeTable([1, 2], { rotaryDim: 8 }) })).rejects.toThrow(ShapeError);
+    expect(() => ropeTable([1.5], { rotaryDim: 8 })).toThrow(/ropeTable: positions\[0\] = 1.5 is not an integer/);
   });
 
   it('refuses bad shapes and options with typed errors naming the tensor', async () => {

@@ -9,7 +9,7 @@
  */
 import type { ExpectedTensor, LlamaConfig } from '@phalanx/checkpoint';
 import { ConfigError, Scratch, type Tensor } from '@phalanx/core';
-import { type InputNorm, type LinearWeight, type RopeOptions, linear, linears, rope } from '@phalanx/ops';
+import { type InputNorm, type LinearWeight, type RopeOptions, type RopeTable, linear, linears, rope, ropeTable } from '@phalanx/ops';
 import { KvState, attend, embedTokens, logitsHead, swigluMlp } from '../blocks.js';
 import { type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
 
@@ -67,14 +67,22 @@ async function projectHeads(w: Weights, l: number, projections: [name: string, h
 }
 
 /**
- * q/k/v of h [B, T, hidden] (the input normed already, or x with the input norm `norm`, which the projections
- * apply), as [B, T, heads, D], with RoPE from `position`.
+ * RoPE for tokens at positions position .. position + T - 1 (shared by a batch): one table for the q and k of
+ * every layer of a forward (computed and uploaded once). Dispose its table when the forward is done.
  */
-export async function llamaQkv(w: Weights, l: number, c: AttentionConfig, h: Tensor, position: number, s: Scratch, norm?: InputNorm) {
-  const rotary = { offset: position, theta: c.rope.theta, scaling: c.rope.scaling };
+export function llamaRotary(c: AttentionConfig, position: number, T: number): RopeOptions & { table: RopeTable } {
+  const positions = Array.from({ length: T }, (_, t) => position + t);
+  return { table: ropeTable(positions, { rotaryDim: c.headDim, theta: c.rope.theta, scaling: c.rope.scaling }) };
+}
+
+/**
+ * q/k/v of h [B, T, hidden] (the input normed already, or x with the input norm `norm`, which the projections
+ * apply), as [B, T, heads, D], with RoPE `rotary` on q and k.
+ */
+export async function llamaQkv(w: Weights, l: number, c: AttentionConfig, h: Tensor, rotary: RopeOptions, s: Scratch, norm?: InputNorm) {
   const [H, Hkv] = [c.numAttentionHeads, c.numKeyValueHeads];
   const [q, k, v] = (await projectHeads(w, l, [['q_proj', H], ['k_proj', Hkv], ['v_proj', Hkv]], h, c.headDim, s, norm)) as [Tensor, Tensor, Tensor];
-  return { q: await s.keep(rope(q, rotary)), k: await s.keep(rope(k, rotary)), v, rotary };
+  return { q: await s.keep(rope(q, rotary)), k: await s.keep(rope(k, rotary)), v };
 }
 
 /** k (with RoPE `rotary`) and v of x [B, T, hidden], as [B, T, Hkv, D]: of nanohammer's state tokens. */
@@ -122,25 +130,27 @@ class LlamaNetwork implements Network {
     const position = state?.position ?? 0;
     const eps = c.rmsNormEps;
     const [H, D] = [c.numAttentionHeads, c.headDim];
+    const rotary = llamaRotary(c, position, T);
     let x = await embedTokens(w.get('model.embed_tokens.weight'), ids);
-    for (let l = 0; l < c.numHiddenLayers; l++) {
-      const s = new Scratch();
-      try {
-        await s.keep(x);
-        const { q, k, v } = await llamaQkv(w, l, c, x, position, s, { weight: w.layer(l, 'input_layernorm.weight'), eps });
-        const y = await s.keep(attend(q, k, v, state?.caches[l] ?? null));
-        // x + o_proj(y), the residual added in the projection's epilogue in decode
-        const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
-        x = await llamaMlp(w, l, eps, afterAttention);
-      } finally {
-        s.dispose();
-      }
-    }
-    if (state) state.position += T;
     try {
+      for (let l = 0; l < c.numHiddenLayers; l++) {
+        const s = new Scratch();
+        try {
+          await s.keep(x);
+          const { q, k, v } = await llamaQkv(w, l, c, x, rotary, s, { weight: w.layer(l, 'input_layernorm.weight'), eps });
+          const y = await s.keep(attend(q, k, v, state?.caches[l] ?? null));
+          // x + o_proj(y), the residual added in the projection's epilogue in decode
+          const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
+          x = await llamaMlp(w, l, eps, afterAttention);
+        } finally {
+          s.dispose();
+        }
+      }
+      if (state) state.position += T;
       return await logitsHead(x, { norm: w.get('model.norm.weight'), eps, head: headWeight(w), lastOnly: options.lastOnly });
     } finally {
       x.dispose();
+      rotary.table.dispose();
     }
   }
 

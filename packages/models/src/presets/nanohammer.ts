@@ -19,7 +19,7 @@ import { linear, rmsNorm } from '@phalanx/ops';
 import { type StateCellParams, stateCell } from '@phalanx/state-cell';
 import { KvState, attend, embedTokens, logitsHead } from '../blocks.js';
 import { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, type Weights, checkIds, checkState } from '../network.js';
-import { attentionTensors, headWeight, llamaBodyTensors, llamaKv, llamaMlp, llamaQkv } from './llama.js';
+import { attentionTensors, headWeight, llamaBodyTensors, llamaKv, llamaMlp, llamaQkv, llamaRotary } from './llama.js';
 
 /** The state stream's tensors of a layer. */
 function stateTensors(c: NanoHammerConfig): ExpectedTensor[] {
@@ -116,29 +116,31 @@ class NanoHammerNetwork implements Network {
     const position = state?.position ?? 0;
     const eps = c.rmsNormEps;
     const [H, D] = [c.numAttentionHeads, c.headDim];
+    const rotary = llamaRotary(c, position, T);
     let x = await embedTokens(w.get('model.embed_tokens.weight'), ids);
-    for (let l = 0; l < c.numHiddenLayers; l++) {
-      const s = new Scratch();
-      try {
-        await s.keep(x);
-        const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
-        const e = await this.stateTokens(l, h, position, state, s);
-        const { q, k, v, rotary } = await llamaQkv(w, l, c, h, position, s);
-        // the state token sits at its word's position: the same k/v projections and RoPE
-        const stateKv = await llamaKv(w, l, c, e, rotary, s);
-        const y = await s.keep(attend(q, k, v, state?.kv.caches[l] ?? null, { stateKv }));
-        // x + o_proj(y), the residual added in the projection's epilogue in decode
-        const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
-        x = await llamaMlp(w, l, eps, afterAttention);
-      } finally {
-        s.dispose();
-      }
-    }
-    if (state) state.position += T;
     try {
+      for (let l = 0; l < c.numHiddenLayers; l++) {
+        const s = new Scratch();
+        try {
+          await s.keep(x);
+          const h = await s.keep(rmsNorm(x, w.layer(l, 'input_layernorm.weight'), { eps }));
+          const e = await this.stateTokens(l, h, position, state, s);
+          const { q, k, v } = await llamaQkv(w, l, c, h, rotary, s);
+          // the state token sits at its word's position: the same k/v projections and RoPE
+          const stateKv = await llamaKv(w, l, c, e, rotary, s);
+          const y = await s.keep(attend(q, k, v, state?.kv.caches[l] ?? null, { stateKv }));
+          // x + o_proj(y), the residual added in the projection's epilogue in decode
+          const afterAttention = await s.keep(linear(await s.keep(y.reshape([B, T, H * D])), w.layerMatrix(l, 'self_attn.o_proj.weight'), w.optional(`model.layers.${l}.self_attn.o_proj.bias`), { residual: x }));
+          x = await llamaMlp(w, l, eps, afterAttention);
+        } finally {
+          s.dispose();
+        }
+      }
+      if (state) state.position += T;
       return await logitsHead(x, { norm: w.get('model.norm.weight'), eps, head: headWeight(w), lastOnly: options.lastOnly });
     } finally {
       x.dispose();
+      rotary.table.dispose();
     }
   }
 

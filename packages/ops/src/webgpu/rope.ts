@@ -15,6 +15,12 @@ const PAIRS: Record<RopePairing, string> = {
   let partner = select(idx - 1u, idx + 1u, first);`,
 };
 
+/** cos and sin as f32 tensors [rows, rotaryDim / 2] on the backend. */
+function upload({ cos, sin, rotaryDim }: RopeAttrs, backend: WebGPUBackend): [Tensor, Tensor] {
+  const shape = [cos.length / (rotaryDim / 2), rotaryDim / 2];
+  return [tensor(Float32Array.from(cos), shape, { backend }), tensor(Float32Array.from(sin), shape, { backend })];
+}
+
 registerKernel({
   op: 'rope',
   backend: 'webgpu',
@@ -39,13 +45,13 @@ registerKernel({
   store_out(idx, load_x(idx) * c + select(other, -other, first) * s);`,
       }),
     );
-    const rows = attrs.cos.length / (rotaryDim / 2);
-    const cosTable = tensor(Float32Array.from(attrs.cos), [rows, rotaryDim / 2], { backend });
-    const sinTable = tensor(Float32Array.from(attrs.sin), [rows, rotaryDim / 2], { backend });
+    // the caller's table keeps its upload for the next call; otherwise this call's upload is dropped after it
+    const kept = attrs.table?.uploads.get(backend);
+    const [cosTable, sinTable] = kept ?? upload(attrs, backend);
+    if (!kept) attrs.table?.uploads.set(backend, [cosTable, sinTable]);
     const out = empty(x!.shape, { backend });
     await backend.run(prog, [x!, cosTable, sinTable], [out], { n: out.size, dim, heads, seq, rot: rotaryDim, batchStride }, grid1d(out.size, WG));
-    cosTable.dispose();
-    sinTable.dispose();
+    if (!attrs.table) [cosTable, sinTable].forEach((t) => t.dispose());
     return out;
   },
 });
