@@ -24,10 +24,11 @@ export interface PackedLinearAttrs {
 export interface QuantizedLinearOptions {
   /**
    * Opt-in, packed 4- or 8-bit codes in the GEMV case (1 to 4 rows of x, K a multiple of 32 at 4 bits and of 16
-   * at 8): each row m of x is quantized to int8, s_m = max |x[m, :]| / 127 and q = round(x / s_m) (ties to even,
-   * in f32), and the products are exact integer dot products (WGSL `dot4I8Packed`): y = s_m * scale[n] *
-   * sum_k q code + b. Faster on GPUs with 4-way int8 dot products; x's rounding adds an error of about
-   * 2^-8 of max |x| per element (docs/packages/quantizer.md). Other shapes and widths are an InputError.
+   * at 8): x is quantized to int8 in blocks of 16 consecutive values of a row, s_b = max |x_b| / 127 and
+   * q = round(x / s_b) (ties to even, in f32), and the products are exact integer dot products (WGSL
+   * `dot4I8Packed`): y = scale[n] * sum_b s_b * sum_(k in b) q code + b. Faster on GPUs with 4-way int8 dot
+   * products; x's rounding adds an error of at most s_b / 2 per element (docs/packages/quantizer.md). Other
+   * shapes and widths are an InputError.
    */
   int8Activations?: boolean;
 }

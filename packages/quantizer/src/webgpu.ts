@@ -351,6 +351,9 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
 /** Widths the int8-activation GEMV reads: codes that sit whole in bytes (as nibbles or bytes) of one-word groups. */
 export const INT8_ACTIVATION_BITS = [4, 8] as const;
 
+/** Consecutive x that share one int8 scale in the int8-activation GEMV (as llama.cpp's Q8 blocks share theirs). */
+export const INT8_ACTIVATION_BLOCK = 16;
+
 /** Why the int8-activation GEMV cannot take rows of K codes of `bits` bits, or undefined where it can. */
 export function int8ActivationRefusal(bits: number, K: number): string | undefined {
   if (bits !== 4 && bits !== 8) return `int8 activations take 4- or 8-bit codes, not ${bits} bits`;
@@ -358,15 +361,15 @@ export function int8ActivationRefusal(bits: number, K: number): string | undefin
 }
 
 /**
- * The GEMV with int8 activations (`PackedLinearAttrs.int8Activations`): each row m of x is quantized to int8 with
- * s_m = max|x[m, :]| / 127 (q = round(x / s_m), ties to even; a row of zeros has s_m = 1), and each product of
- * 4 codes with 4 quantized x is one `dot4I8Packed`, accumulated exactly in i32: y[m, n] = s_m * scale[n] *
- * sum_k q[m, k] code[n, k] (+ bias). 4-bit codes are stored as c + 8: their nibbles, masked into bytes (even
- * and odd codes of a word apart), meet x packed in the same order, and 8 * sum_k q[m, k] is subtracted; 8-bit
- * codes are c + 128, and flipping each byte's top bit gives c. A workgroup first finds each row's max |x|, then
- * walks K in slices as the wide aligned GEMV does: per slice it quantizes and packs the slice's x into
- * workgroup memory (4 x per u32, 16 per vec4<u32> slot, a padding slot per unit at 4 bits), while each thread
- * holds one vec4<u32> of codes per output row and unit in registers, loaded a slice ahead.
+ * The GEMV with int8 activations (`PackedLinearAttrs.int8Activations`): x is quantized to int8 in blocks of 16
+ * consecutive values of a row, s_b = max |x_b| / 127 (1 for a block of zeros), q = round(x / s_b) with ties to
+ * even, and each product of 4 codes with 4 quantized x is one `dot4I8Packed`; a block's integer sum is exact
+ * (i32) and is scaled by s_b once: y[m, n] = scale[n] * sum_b s_b * sum_(k in b) q[m, k] code[n, k] (+ bias).
+ * 4-bit codes are stored as c + 8: their nibbles, masked into bytes (even and odd codes of a word apart), meet
+ * x packed in the same order, and 8 * sum_(k in b) q is subtracted per block; 8-bit codes are c + 128, and
+ * flipping each byte's top bit gives c. The workgroup walks K in slices as the wide aligned GEMV does: per
+ * slice each block of x is quantized by the thread that loads it into workgroup memory (a vec4<u32> and its
+ * scale), while each thread holds one vec4<u32> of codes per output row and unit, loaded a slice ahead.
  */
 export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits: number, rows: number, K: number, shape: PackedGemvShape): Program {
   const refusal = int8ActivationRefusal(bits, K);
@@ -379,14 +382,14 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
   }
   const threads = (rowsPerGroup / R) * lanes;
   const codes = 4 * (32 / bits); // codes per unit: 4 words
-  const V = codes / 16; // vec4<u32> of packed x per unit: 2 at 4 bits, 1 at 8
+  const V = codes / INT8_ACTIVATION_BLOCK; // blocks of x per unit: 2 at 4 bits, 1 at 8
   const S = V > 1 ? V + 1 : 1; // slots per unit: one of padding at 4 bits (no bank conflicts)
   const xSlots = lanes * unroll * S; // per row of x
-  const RQ = Math.ceil(R / 4);
-  const red = threads * RQ; // partial sums of one row of x, 4 output rows per slot
-  const fSlots = Math.max(threads, red); // f32 workgroup memory: the max |x| reduction, then the lanes' sums
-  const mPass = Math.max(1, Math.min(rows, Math.floor((GEMV_SLOTS - rows * xSlots) / red)));
-  if (rows * xSlots + Math.max(threads, mPass * red) > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${rowsPerGroup}x${lanes}x${unroll}x${R} needs more than 16 KiB of workgroup memory for ${rows} rows`);
+  const red = threads * Math.ceil(R / 4); // partial sums of one row of x, 4 output rows per slot
+  // workgroup memory in vec4 slots: the packed x (a vec4<u32> per block), its scales (an f32 per block), the lanes' sums
+  const xMemory = rows * xSlots + Math.ceil((rows * xSlots) / 4);
+  const mPass = Math.max(1, Math.min(rows, Math.floor((GEMV_SLOTS - xMemory) / red)));
+  if (xMemory + mPass * red > GEMV_SLOTS) throw new InputError(`packed GEMV: shape ${rowsPerGroup}x${lanes}x${unroll}x${R} needs more than 16 KiB of workgroup memory for ${rows} rows`);
   const ep = epilogue(post);
   const name = `${rowsPerGroup}x${lanes}x${unroll}x${R}`;
   return cached(`quantizer:gemv-int8x:${xDType}:${ep.key}:${bits}:${rows}:${name}`, () => {
@@ -400,7 +403,7 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
       Ur.map((j) => `let g${p}${j} = min(${g} + ${j * lanes}u + lane, cl);`)
         .concat(Rr.flatMap((r) => Ur.map((j) => `${decl}${p}${r}_${j} = codes[rs${r} + g${p}${j}];`)))
         .join('\n    ');
-    // x staging: element e = lid.x + i * threads of [rows][LU * V] slots, each 16 x (4 vec4) quantized into one vec4<u32>
+    // x staging: element e = lid.x + i * threads of [rows][LU * V] blocks, each 16 x (4 vec4) quantized into one vec4<u32> and a scale
     const total = rows * LU * V;
     const E = range(Math.ceil(total / threads));
     const guard = (i: number) => ((i + 1) * threads <= total ? '' : ` && lid.x + ${i * threads}u < ${total}u`);
@@ -409,54 +412,49 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
         (i) => `{ let e = lid.x + ${i * threads}u; let m = e / ${LU * V}u; let k4 = (${g} * ${V}u + e % ${LU * V}u) * 4u;
       ${Tr.map((t) => `${p}${i}_${t} = select(vec4<f32>(0.0), ${x4('m', `min(k4 + ${t}u, K4 - 1u)`)}, k4 + ${t}u < K4${guard(i)});`).join(' ')} }`,
       ).join('\n    ');
-    const q = (v: string, m: string) => `vec4<i32>(round(${v} * xinv[${m}]))`;
+    const q = (v: string) => `vec4<i32>(round(${v} * inv))`;
     // 4 bits: word t of a unit holds codes 8t..8t+7; its even codes meet x (8t, 8t+2, 8t+4, 8t+6), its odd ones the rest
-    const pack = (p: string, i: number, m: string) =>
+    const pack = (p: string, i: number) =>
       bits === 8
-        ? `vec4<u32>(${Tr.map((t) => `pack4xI8Clamp(${q(`${p}${i}_${t}`, m)})`).join(', ')})`
-        : `vec4<u32>(${[0, 2].flatMap((t) => [`pack4xI8Clamp(${q(`vec4<f32>(${p}${i}_${t}.xz, ${p}${i}_${t + 1}.xz)`, m)})`, `pack4xI8Clamp(${q(`vec4<f32>(${p}${i}_${t}.yw, ${p}${i}_${t + 1}.yw)`, m)})`]).join(', ')})`;
+        ? `vec4<u32>(${Tr.map((t) => `pack4xI8Clamp(${q(`${p}${i}_${t}`)})`).join(', ')})`
+        : `vec4<u32>(${[0, 2].flatMap((t) => [`pack4xI8Clamp(${q(`vec4<f32>(${p}${i}_${t}.xz, ${p}${i}_${t + 1}.xz)`)})`, `pack4xI8Clamp(${q(`vec4<f32>(${p}${i}_${t}.yw, ${p}${i}_${t + 1}.yw)`)})`]).join(', ')})`;
     const slotOf = (ii: string) => (S === 1 ? ii : `${ii} / ${V}u * ${S}u + ${ii} % ${V}u`);
+    // a block's scale: max |x| / 127 (1 for a block of zeros), and its x quantized by it
     const xstore = (p: string) =>
       E.map((i) => {
-        const st = `{ let e = lid.x + ${i * threads}u; let m = e / ${LU * V}u; xw[m * ${xSlots}u + ${slotOf(`(e % ${LU * V}u)`)}] = ${pack(p, i, 'm')}; }`;
+        const a = (t: number) => `abs(${p}${i}_${t})`;
+        const st = `{ let e = lid.x + ${i * threads}u; let at = e / ${LU * V}u * ${xSlots}u + ${slotOf(`(e % ${LU * V}u)`)};
+      let mx4 = max(max(${a(0)}, ${a(1)}), max(${a(2)}, ${a(3)})); let mx = max(max(mx4.x, mx4.y), max(mx4.z, mx4.w));
+      let scale = select(1.0, mx / 127.0, mx > 0.0); let inv = 1.0 / scale;
+      xw[at] = ${pack(p, i)}; xsc[at] = scale; }`;
         return guard(i) ? `if (lid.x + ${i * threads}u < ${total}u) ${st}` : st;
       }).join('\n    ');
     const xdecl = (p: string) => E.flatMap((i) => Tr.map((t) => `var ${p}${i}_${t}: vec4<f32>;`)).join(' ');
-    // the products of unit j: per row of x its packed x (V vec4<u32>), per output row the 4 code words
-    const dot = (w: string, t: number, xv: (v: number) => string) =>
+    // the products of code word t with block v's packed x (4 bits: block v meets words 2v, 2v + 1; 8 bits: one block, 4 words)
+    const dot = (w: string, t: number, xv: string) =>
       bits === 8
-        ? `dot4I8Packed(${w}.${'xyzw'[t]} ^ 0x80808080u, ${xv(0)}.${'xyzw'[t]})`
-        : `dot4I8Packed(${w}.${'xyzw'[t]} & 0x0f0f0f0fu, ${xv(t >> 1)}.${'xyzw'[(t & 1) * 2]}) + dot4I8Packed((${w}.${'xyzw'[t]} >> 4u) & 0x0f0f0f0fu, ${xv(t >> 1)}.${'xyzw'[(t & 1) * 2 + 1]})`;
+        ? `dot4I8Packed(${w}.${'xyzw'[t]} ^ 0x80808080u, ${xv}.${'xyzw'[t]})`
+        : `dot4I8Packed(${w}.${'xyzw'[t]} & 0x0f0f0f0fu, ${xv}.${'xyzw'[(t & 1) * 2]}) + dot4I8Packed((${w}.${'xyzw'[t]} >> 4u) & 0x0f0f0f0fu, ${xv}.${'xyzw'[(t & 1) * 2 + 1]})`;
+    const words = (v: number) => (bits === 8 ? Tr : [2 * v, 2 * v + 1]);
+    // 4 bits: the codes are stored + 8, so each block's integer sum loses 8 * (its sum of q)
+    const offset = (v: number) => (bits === 4 ? ` - 8 * (dot4I8Packed(0x01010101u, x${v}.x) + dot4I8Packed(0x01010101u, x${v}.y) + dot4I8Packed(0x01010101u, x${v}.z) + dot4I8Packed(0x01010101u, x${v}.w))` : '');
     const compute = Ur.map(
       (j) => `{
       let xb = (${j * lanes}u + lane) * ${S}u;
       ${Mr.map(
-        (m) => `{
-        ${range(V).map((v) => `let x${v} = xw[${m * xSlots}u + xb + ${v}u];`).join(' ')}
-        ${bits === 4 ? `sq${m} += ${range(V).map((v) => `dot4I8Packed(0x01010101u, x${v}.x) + dot4I8Packed(0x01010101u, x${v}.y) + dot4I8Packed(0x01010101u, x${v}.z) + dot4I8Packed(0x01010101u, x${v}.w)`).join(' + ')};` : ''}
-        ${Rr.map((r) => `acc${m}_${r} += ${Tr.map((t) => dot(`w${r}_${j}`, t, (v) => `x${v}`)).join(' + ')};`).join('\n        ')}
+        (m) => `${range(V)
+          .map(
+            (v) => `{
+        let x${v} = xw[${m * xSlots}u + xb + ${v}u]; let s${v} = xsc[${m * xSlots}u + xb + ${v}u];${bits === 4 ? ` let o${v} = 0${offset(v)};` : ''}
+        ${Rr.map((r) => `acc${m}_${r} = fma(f32(${words(v).map((t) => dot(`w${r}_${j}`, t, `x${v}`)).join(' + ')}${bits === 4 ? ` + o${v}` : ''}), s${v}, acc${m}_${r});`).join('\n        ')}
       }`,
+          )
+          .join('\n      ')}`,
       ).join('\n      ')}
     }`,
     ).join('\n    ');
     const body = sliceLoop({ LU, xdecl, xload, xstore, loads, compute, swap: `${Rr.flatMap((r) => Ur.map((j) => `w${r}_${j} = n${r}_${j};`)).join(' ')}\n    ${E.flatMap((i) => Tr.map((t) => `xr${i}_${t} = xn${i}_${t};`)).join(' ')}` });
-    // each row's max |x| over K (all threads), into xinv (127 / max) and xs (max / 127)
-    const scan = `${Mr.map((m) => `var mx${m} = 0.0;`).join(' ')}
-  for (var k4 = lid.x; k4 < K4; k4 += ${threads}u) {
-    ${Mr.map((m) => `{ let a = abs(${x4(`${m}u`, 'k4')}); mx${m} = max(mx${m}, max(max(a.x, a.y), max(a.z, a.w))); }`).join('\n    ')}
-  }
-  sh[lid.x] = vec4<f32>(${range(4).map((c) => (c < rows ? `mx${c}` : '0.0')).join(', ')});
-  workgroupBarrier();
-  for (var s = ${threads / 2}u; s > 0u; s >>= 1u) {
-    if (lid.x < s) { sh[lid.x] = max(sh[lid.x], sh[lid.x + s]); }
-    workgroupBarrier();
-  }
-  let xmax = sh[0];
-  workgroupBarrier();
-  var xinv: array<f32, ${rows}>;
-  var xs: array<f32, ${rows}>;
-  ${Mr.map((m) => `xs[${m}] = select(1.0, xmax.${'xyzw'[m]} / 127.0, xmax.${'xyzw'[m]} > 0.0); xinv[${m}] = 1.0 / xs[${m}];`).join('\n  ')}`;
-    const reduce = laneReduce({ rows, mPass, R, threads, lanes, apply: ep.apply }, (m, r) => `f32(acc${m}_${r}${bits === 4 ? ` - 8 * sq${m}` : ''}) * xs[${m}]`);
+    const reduce = laneReduce({ rows, mPass, R, threads, lanes, apply: ep.apply }, (m, r) => `acc${m}_${r}`);
     return program({
       name: 'packedLinear',
       inputs: { x: xDType, codes: 'u8', ...ep.inputs },
@@ -465,14 +463,12 @@ export function packedInt8GemvProgram(xDType: DType, post: PackedEpilogue, bits:
       uniforms: { N: 'u32', K: 'u32' },
       workgroupSize: threads,
       helpers: `var<workgroup> xw: array<vec4<u32>, ${rows * xSlots}>;
-var<workgroup> sh: array<vec4<f32>, ${Math.max(fSlots, mPass * red)}>;`,
+var<workgroup> xsc: array<f32, ${rows * xSlots}>;
+var<workgroup> sh: array<vec4<f32>, ${mPass * red}>;`,
       main: `${gemvPrelude(rowsPerGroup, lanes, R, codes)}
+  ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = 0.0;`)).join(' ')}
   var g0 = 0u;
-  // the first slice's codes are requested before the pass over x, so their latency overlaps it
   ${loads('w', 'g0', 'var ')}
-  ${scan}
-  ${Mr.flatMap((m) => Rr.map((r) => `var acc${m}_${r} = 0;`)).join(' ')}
-  ${bits === 4 ? Mr.map((m) => `var sq${m} = 0;`).join(' ') : ''}
   ${body}
   ${reduce}`,
     });
