@@ -18,45 +18,27 @@ export interface KernelSpec<A = any, B extends Backend = any> {
   priority?: number;
 }
 
-const KERNELS_KEY = Symbol.for('@phalanx/core/kernels');
-const kernels: Map<string, KernelSpec[]> = ((globalThis as Record<symbol, unknown>)[KERNELS_KEY] as Map<string, KernelSpec[]>) ?? new Map();
+/**
+ * The registry: each (op, backend)'s kernels, best first, by op then backend name (two lookups by strings whose
+ * hashes are cached, on the path every op takes). Shared through globalThis by every copy of this package.
+ */
+const KERNELS_KEY = Symbol.for('@phalanx/core/kernels-by-op');
+const kernels: Map<string, Map<string, KernelSpec[]>> = ((globalThis as Record<symbol, unknown>)[KERNELS_KEY] as Map<string, Map<string, KernelSpec[]>>) ?? new Map();
 (globalThis as Record<symbol, unknown>)[KERNELS_KEY] = kernels;
-
-/** Registry keys by op and backend name, each string made once (a key built per call costs more than the lookup). */
-const keys = new Map<string, Map<string, string>>();
-function key(op: string, backend: string): string {
-  let byBackend = keys.get(op);
-  if (!byBackend) keys.set(op, (byBackend = new Map()));
-  let k = byBackend.get(backend);
-  if (k === undefined) byBackend.set(backend, (k = `${op}\u0000${backend}`));
-  return k;
-}
 
 /** Registers a kernel. Registering the same fn again for the same (op, backend) is a no-op. */
 export function registerKernel<A, B extends Backend>(spec: KernelSpec<A, B>): void {
-  const k = key(spec.op, spec.backend);
-  const list = kernels.get(k) ?? [];
+  let byBackend = kernels.get(spec.op);
+  if (!byBackend) kernels.set(spec.op, (byBackend = new Map()));
+  let list = byBackend.get(spec.backend);
+  if (!list) byBackend.set(spec.backend, (list = []));
   if (list.some((s) => s.fn === spec.fn)) return;
   list.push(spec as KernelSpec);
   list.sort((a, b) => (b.priority ?? 0) - (a.priority ?? 0));
-  kernels.set(k, list);
 }
 
-/**
- * Each (op, backend)'s list in the registry by op, then backend name: two lookups by strings whose hashes
- * are cached, per op. A list, once registered, is only ever added to in place, so holding it here is safe.
- */
-const lists = new Map<string, Map<string, readonly KernelSpec[]>>();
-
 export function getKernels(op: string, backend: string): readonly KernelSpec[] {
-  const held = lists.get(op)?.get(backend);
-  if (held) return held;
-  const list = kernels.get(key(op, backend));
-  if (!list) return [];
-  let byBackend = lists.get(op);
-  if (!byBackend) lists.set(op, (byBackend = new Map()));
-  byBackend.set(backend, list);
-  return list;
+  return kernels.get(op)?.get(backend) ?? [];
 }
 
 /** Statistics of cross-backend fallbacks, so a benchmark or profiler can show where work left the GPU. */
