@@ -153,14 +153,15 @@ export async function linear(input: Tensor, weight: LinearWeight, bias?: Tensor 
       throw new ShapeError(`linear: residual ${residual.name ?? 'residual'} ${formatShape(residual.shape)} must be the output's shape ${formatShape(outShape)} (input ${input.name ?? 'x'} ${formatShape(input.shape)}, weight ${name} ${formatShape(w.shape)})`);
     }
   }
-  const M = input.size / K;
-  const fused = !!residual && fusesLinearResidual(M, K);
-  const { x, fused: norm, release } = await withNorm('linear', input, K, options.norm, fusesLinearResidual(M, K));
+  // the GEMV case: the residual and the input norm are applied in the product's kernel
+  const gemv = fusesLinearResidual(input.size / K, K);
+  const fusedResidual = !!residual && gemv;
+  const { x, fused: norm, release } = await withNorm('linear', input, K, options.norm, gemv);
   try {
-    const attrs: MatmulAttrs = { batch: 1, M, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, hasResidual: fused, norm, outShape };
-    const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []), ...(fused ? [residual!] : []), ...(norm ? [options.norm!.weight] : [])];
+    const attrs: MatmulAttrs = { batch: 1, M: input.size / K, N, K, transB: true, bShared: true, hasBias: !!bias, hasRowScale: !!rowScale, hasResidual: fusedResidual, norm, outShape };
+    const inputs = [x, w, ...(bias ? [bias] : []), ...(rowScale ? [rowScale] : []), ...(fusedResidual ? [residual!] : []), ...(norm ? [options.norm!.weight] : [])];
     const y = (await runKernel('matmul', inputs, attrs))[0]!;
-    if (!residual || fused) return y;
+    if (!residual || fusedResidual) return y;
     try {
       return await add(residual, y);
     } finally {
@@ -254,34 +255,19 @@ export async function swigluLinear(input: Tensor, gate: LinearWeight, up: Linear
     if (weight.scales.rank !== 1 || weight.scales.shape[0] !== N) throw new ShapeError(`${op}: ${role} scales ${weight.scales.name ?? 'scales'} ${formatShape(weight.scales.shape)} must be [${N}]`);
   }
   const { x, fused: norm, release } = await withNorm(op, input, K, options.norm, fuses);
-  try {
-    return await swigluProduct(x, gate, up, { g: g.w, u: u.w, N, K, M, fuses, int8, norm, normWeight: options.norm?.weight });
-  } finally {
-    release();
-  }
-}
-
-/** swigluLinear on x (normed by the fused kernel when `norm` is given). */
-async function swigluProduct(
-  x: Tensor,
-  gate: LinearWeight,
-  up: LinearWeight,
-  p: { g: Tensor; u: Tensor; N: number; K: number; M: number; fuses: boolean; int8: boolean; norm?: NormAttrs; normWeight?: Tensor },
-): Promise<Tensor> {
-  const op = 'swigluLinear';
-  const { N, K, M, int8, norm } = p;
-  if (p.fuses) {
-    const outShape = [...x.shape];
-    outShape[outShape.length - 1] = N;
-    const inputs = int8 ? [x, p.g, p.u, (gate as Int8Weight).scales, (up as Int8Weight).scales] : [x, p.g, p.u];
-    if (norm) inputs.push(p.normWeight!);
-    return (await runKernel(op, inputs, { M, N, K, hasRowScale: int8, norm, outShape } satisfies SwigluLinearAttrs))[0]!;
-  }
   const s = new Scratch();
   try {
+    if (fuses) {
+      const outShape = [...x.shape];
+      outShape[outShape.length - 1] = N;
+      const inputs = int8 ? [x, g.w, u.w, (gate as Int8Weight).scales, (up as Int8Weight).scales] : [x, g.w, u.w];
+      if (norm) inputs.push(options.norm!.weight);
+      return (await runKernel(op, inputs, { M, N, K, hasRowScale: int8, norm, outShape } satisfies SwigluLinearAttrs))[0]!;
+    }
     return await swiglu(await s.keep(linear(x, gate)), await s.keep(linear(x, up)));
   } finally {
     s.dispose();
+    release();
   }
 }
 
