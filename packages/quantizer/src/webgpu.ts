@@ -348,13 +348,13 @@ export function packedGemvProgram(xDType: DType, post: PackedEpilogue, bits: num
   });
 }
 
-/** Widths the int8-activation GEMV reads: codes that sit whole in bytes (as nibbles or bytes) of one-word groups. */
-export const INT8_ACTIVATION_BITS = [4, 8] as const;
-
 /** Consecutive x that share one int8 scale in the int8-activation GEMV (as llama.cpp's Q8 blocks share theirs). */
 export const INT8_ACTIVATION_BLOCK = 16;
 
-/** Why the int8-activation GEMV cannot take rows of K codes of `bits` bits, or undefined where it can. */
+/**
+ * Why the int8-activation GEMV cannot take rows of K codes of `bits` bits, or undefined where it can: it reads
+ * codes that sit whole in bytes (as nibbles or bytes) of one-word groups, loaded 16 bytes at a time.
+ */
 export function int8ActivationRefusal(bits: number, K: number): string | undefined {
   if (bits !== 4 && bits !== 8) return `int8 activations take 4- or 8-bit codes, not ${bits} bits`;
   return wideRefusal(bits, K);
