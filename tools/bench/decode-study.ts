@@ -30,8 +30,8 @@
  */
 import { type ModelConfig, expandLayers, parseConfig } from '@phalanx/checkpoint';
 import { type Backend, Rng, type Tensor, empty, tensor } from '@phalanx/core';
-import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights, isQuantized } from '@phalanx/models';
-import { type Int8Weight, type LinearWeight, readIds, sampleIds, weightMatrix } from '@phalanx/ops';
+import { type DecodeState, type Network, PRESETS, type PresetDefinition, Weights, isQuantized, sampleNextIds } from '@phalanx/models';
+import { type Int8Weight, type LinearWeight, readIds, weightMatrix } from '@phalanx/ops';
 import { appendKv, type KvCache } from '@phalanx/varlen-attention';
 import { type WebGPUBackend, grid1d, program } from '@phalanx/webgpu';
 import { memoryKernel } from './device.js';
@@ -285,16 +285,8 @@ class Stepper {
     const [t1, c1] = [performance.now(), threadCpuMs()];
     host?.wallMs.push(t1 - t0);
     if (c0 !== undefined && c1 !== undefined) host?.cpuMs.push(c1 - c0);
-    const row = logits.reshape([1, -1]);
-    try {
-      const drawn = await sampleIds(row, { temperature: 0 });
-      const ids = drawn.reshape([1, 1]);
-      drawn.dispose();
-      return { ids, reading: readIds(ids) };
-    } finally {
-      row.dispose(); // a view keeps the logits' buffer alive too
-      logits.dispose();
-    }
+    const ids = await sampleNextIds(logits, { temperature: 0 });
+    return { ids, reading: readIds(ids) };
   }
 
   /**

@@ -1,5 +1,5 @@
 /** What both entries (Node: index.ts, browser: browser.ts) export: everything but `loadModel`'s sources. */
-export { type GenerateOptions, type GenerateSummary, type TokenEvent, Generation } from './generate.js';
+export { type GenerateOptions, type GenerateSummary, type TokenEvent, Generation, sampleNextIds } from './generate.js';
 export { type LoadModelOptions, type LoadProgressEvent } from './load.js';
 export { Model } from './model.js';
 export { type DecodeState, type Network, type NetworkForwardOptions, type PresetDefinition, type TokenIds, Weights } from './network.js';

@@ -1,5 +1,5 @@
 import { InputError, NumericsError, Rng, type Tensor } from '@phalanx/core';
-import { readIds, sampleIds } from '@phalanx/ops';
+import { type SampleOptions, readIds, sampleIds } from '@phalanx/ops';
 import type { Network } from './network.js';
 import { createTextStream, findStop } from './text-stream.js';
 import type { ChatMessage, Tokenizer } from './tokenizer.js';
@@ -100,6 +100,25 @@ export function promptIds(options: GenerateOptions, tokenizer: Tokenizer | null)
   return tokenizer.encode(text, { addSpecialTokens: false }); // the template writes the special tokens itself
 }
 
+/**
+ * The next token of each sequence from a forward's last logits [B, 1, V] (`lastOnly`), sampled where they live
+ * (ops `sampleIds`) and left there as ids [B, 1], the next forward's input: nothing is read back (ops `readIds`
+ * does that). Disposes the logits.
+ */
+export async function sampleNextIds(logits: Tensor, options: SampleOptions): Promise<Tensor> {
+  const B = logits.shape[0]!;
+  const rows = logits.reshape([B, -1]); // a view: it holds the storage until it is disposed too
+  try {
+    const drawn = await sampleIds(rows, options);
+    const ids = drawn.reshape([B, 1]);
+    drawn.dispose();
+    return ids;
+  } finally {
+    rows.dispose();
+    logits.dispose();
+  }
+}
+
 /** Prefill, then one token at a time from the network's decode state. */
 export async function* generateTokens(
   network: Network,
@@ -130,19 +149,10 @@ export async function* generateTokens(
   // ids sampled on the device: token t's, and token t + 1's while it is computed ahead (dispose is idempotent)
   const sampled: Tensor[] = [];
   try {
-    /** The id sampled from a forward's last logits as [1, 1], left on its backend (the logits are disposed). */
     const sampleNext = async (logits: Tensor): Promise<Tensor> => {
-      const rows = logits.reshape([1, -1]); // a view: it holds the storage until it is disposed too
-      try {
-        const drawn = await sampleIds(rows, { temperature, topK, topP, rng });
-        const ids = drawn.reshape([1, 1]); // [B, T] for the next forward
-        drawn.dispose();
-        sampled.push(ids);
-        return ids;
-      } finally {
-        rows.dispose();
-        logits.dispose();
-      }
+      const ids = await sampleNextIds(logits, { temperature, topK, topP, rng });
+      sampled.push(ids);
+      return ids;
     };
     /**
      * The id read back (issued now, awaited later); non-finite logits after `consumed` tokens (the sampler marks
